@@ -1,0 +1,3 @@
+from facegender.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The ``facegender`` command line. Each command is a thin shell over the library function of the
+same job, so the CLI, the Python API and the web service share one code path."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+from facegender import __version__
+
+
+def _load_recipe(ctx: click.Context, _param, value: str | None):
+    """``--config recipe.toml``: its keys become the defaults; flags on the command line win."""
+    if value:
+        path = Path(value)
+        try:
+            recipe = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise click.BadParameter(f"cannot read recipe {path}: {e}") from None
+        recipe = recipe.get("train", recipe)
+        base = path.parent
+        for key in ("data", "val"):  # recipe paths are relative to the recipe file
+            if key in recipe:
+                vals = recipe[key] if isinstance(recipe[key], list) else [recipe[key]]
+                recipe[key] = [
+                    str((base / v).resolve()) if not Path(v).is_absolute() else v for v in vals
+                ]
+        ctx.default_map = {**(ctx.default_map or {}), **recipe}
+    return value
+
+
+class _Fail(click.ClickException):
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="facegender")
+def cli() -> None:
+    """Tell whether faces are male or female: train, evaluate, predict, export, serve."""
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the registered model architectures."""
+    from facegender.models import list_models
+
+    for name in list_models():
+        click.echo(name)
+
+
+@cli.command()
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    callback=_load_recipe,
+    is_eager=True,
+    expose_value=False,
+    help="TOML recipe whose keys set the defaults.",
+)
+@click.option("--data", multiple=True, required=True, help="Folder or CSV manifest (repeatable).")
+@click.option("--val", multiple=True, help="Validation folder/CSV (repeatable); else --val-split.")
+@click.option("--val-split", default=0.1, show_default=True, type=float)
+@click.option("--model", default="fgnet_m", show_default=True, help="Registered model name.")
+@click.option(
+    "--model-kwargs", default="{}", help="JSON kwargs for the model, e.g. '{\"dropout\": 0.3}'."
+)
+@click.option("--image-size", default=64, show_default=True, type=int)
+@click.option(
+    "--crop",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Fraction of the centred square kept before resizing.",
+)
+@click.option("--grayscale/--rgb", default=False, show_default=True)
+@click.option("--epochs", default=20, show_default=True, type=int)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--lr", default=3e-3, show_default=True, type=float)
+@click.option("--weight-decay", default=0.05, show_default=True, type=float)
+@click.option("--warmup-epochs", default=1.0, show_default=True, type=float)
+@click.option(
+    "--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True
+)
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
+)
+@click.option("--label-smoothing", default=0.0, show_default=True, type=float)
+@click.option(
+    "--ema",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="EMA decay of the weights per step (e.g. 0.999); 0 disables.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["none", "source", "source_label"]),
+    default="none",
+    show_default=True,
+    help="Sample so each source (x label) gets an equal share.",
+)
+@click.option("--class-weights/--no-class-weights", default=False, show_default=True)
+@click.option(
+    "--patience",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Early stopping after N epochs without validation-loss gain; 0 disables.",
+)
+@click.option(
+    "--tta-flip/--no-tta-flip",
+    default=True,
+    show_default=True,
+    help="Average the logits of the image and its mirror at inference.",
+)
+@click.option("--flip", default=0.5, show_default=True, type=float, help="Flip probability.")
+@click.option("--rotation", default=10.0, show_default=True, type=float, help="Max degrees.")
+@click.option("--shift", default=0.08, show_default=True, type=float, help="Max fraction.")
+@click.option("--shear", default=5.0, show_default=True, type=float, help="Max degrees.")
+@click.option("--zoom", default=0.1, show_default=True, type=float, help="Max relative zoom.")
+@click.option("--brightness", default=0.2, show_default=True, type=float)
+@click.option("--contrast", default=0.2, show_default=True, type=float)
+@click.option(
+    "--erase", default=0.0, show_default=True, type=float, help="Random-erasing probability."
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=0, show_default=True, type=int, help="Torch threads; 0 = all.")
+@click.option(
+    "--max-train",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Use at most N training images (quick runs); 0 = all.",
+)
+@click.option(
+    "--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/facegender)."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last after an interruption.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(**opts) -> None:
+    """Train a model on DATA and write a checkpoint folder to OUT."""
+    from facegender.augment import AugmentConfig
+    from facegender.train import TrainConfig
+    from facegender.train import train as run_train
+
+    aug = AugmentConfig(**{k: opts.pop(k) for k in AugmentConfig.__dataclass_fields__})
+    resume = opts.pop("resume")
+    try:
+        opts["model_kwargs"] = (
+            json.loads(opts["model_kwargs"])
+            if isinstance(opts["model_kwargs"], str)
+            else dict(opts["model_kwargs"])
+        )
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"--model-kwargs is not JSON: {e}") from None
+    opts["data"], opts["val"] = list(opts["data"]), list(opts["val"])
+    cfg = TrainConfig(augment=aug, **opts)
+    out = Path(cfg.out)
+    if (out / "last").exists() and not resume:
+        raise _Fail(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    try:
+        run_train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (ValueError, FileNotFoundError) as e:
+        raise _Fail(str(e)) from None
+
+
+@cli.command()
+@click.argument("data", nargs=-1, required=True)
+@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result here too.")
+@click.option("--no-cache", is_flag=True, help="Do not use the decoded-image cache.")
+def evaluate(data, model, fmt, out, no_cache) -> None:
+    """Evaluate on labelled DATA (folders or CSV manifests), each image one face crop."""
+    from facegender.evaluate import evaluate as run_eval
+    from facegender.evaluate import format_table
+
+    try:
+        result = run_eval(list(data), model=model, cache=not no_cache, progress=fmt == "table")
+    except FileNotFoundError as e:
+        raise _Fail(str(e)) from None
+    result.pop("predictions", None)
+    text = json.dumps(result, indent=2) if fmt == "json" else format_table(result)
+    click.echo(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    if not result.get("n"):
+        raise _Fail("no readable labelled images in DATA")
+
+
+def main() -> None:
+    cli(prog_name="facegender")
+
+
+if __name__ == "__main__":
+    main()

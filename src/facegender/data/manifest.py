@@ -1,0 +1,57 @@
+"""CSV manifests: ``path,label`` plus optional ``age,race,source``; paths relative to the CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from facegender.data.samples import DataSet, Sample, Skipped
+from facegender.labels import RACES, parse_label
+
+
+def _int_or_none(v: str | None) -> int | None:
+    v = (v or "").strip()
+    return int(float(v)) if v else None
+
+
+def _race(v: str | None) -> int | None:
+    v = (v or "").strip()
+    if not v:
+        return None
+    names = [r.lower() for r in RACES]
+    return names.index(v.lower()) if v.lower() in names else int(v)
+
+
+def read_manifest(csv_path: Path) -> DataSet:
+    out = DataSet()
+    root = csv_path.parent
+    default_source = csv_path.stem
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = {c.strip().lower() for c in reader.fieldnames or []}
+        if not {"path", "label"} <= cols:
+            out.skipped.append(Skipped(str(csv_path), "manifest lacks 'path' and 'label' columns"))
+            return out
+        for i, raw in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "") for k, v in raw.items() if k}
+            rel = row["path"].strip()
+            where = f"{csv_path}:{i}"
+            if not rel:
+                out.skipped.append(Skipped(where, "empty path"))
+                continue
+            path = str((root / rel) if not Path(rel).is_absolute() else Path(rel))
+            label = parse_label(row["label"])
+            if label is None:
+                out.skipped.append(Skipped(path, f"unknown label {row['label']!r}"))
+                continue
+            if not Path(path).is_file():
+                out.skipped.append(Skipped(path, "file not found"))
+                continue
+            try:
+                age, race = _int_or_none(row.get("age")), _race(row.get("race"))
+            except ValueError:
+                out.skipped.append(Skipped(path, f"bad age/race in {where}"))
+                continue
+            source = row.get("source", "").strip() or default_source
+            out.samples.append(Sample(path, label, source, age=age, race=race))
+    return out

@@ -1,0 +1,81 @@
+"""Evaluate a checkpoint on labelled face crops: headline metrics, groups, skipped files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facegender.data import read_data
+from facegender.data.cache import decode_dataset, default_cache_dir
+from facegender.metrics import binary_metrics, group_metrics
+
+
+def load_classifier(model: str | Path | None = None):
+    """The classifier for a checkpoint folder (or the bundled model when ``model`` is None)."""
+    from facegender.classifier import TorchClassifier
+
+    return TorchClassifier.load(model)
+
+
+def evaluate(
+    data: list[str],
+    model: str | Path | None = None,
+    classifier=None,
+    cache: bool = True,
+    progress: bool = False,
+    batch_size: int = 256,
+) -> dict:
+    """Metrics for each image in ``data`` treated as one face crop (no detection)."""
+    clf = classifier or load_classifier(model)
+    ds = read_data(data)
+    arrays, ds = decode_dataset(
+        ds, clf.preprocess, default_cache_dir() if cache else None, progress=progress
+    )
+    y = np.array([s.label for s in ds.samples], dtype=int)
+    p = clf.probabilities(arrays, batch_size=batch_size)
+    result = binary_metrics(y, p) if len(y) else {"n": 0}
+    result["groups"] = group_metrics(ds.samples, y, p) if len(y) else {}
+    result["skipped"] = [s.to_dict() for s in ds.skipped]
+    result["model"] = {
+        "name": clf.config["model"]["name"],
+        "backend": clf.backend,
+        "temperature": clf.temperature,
+    }
+    result["predictions"] = [
+        {"path": s.path, "label": int(s.label), "female_probability": float(pi)}
+        for s, pi in zip(ds.samples, p, strict=True)
+    ]
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Human-readable summary of :func:`evaluate`'s result."""
+    lines = []
+    if not result.get("n"):
+        lines.append("no images evaluated")
+    else:
+        lo, hi = result["accuracy_ci95"]
+        auc = result["roc_auc"]
+        lines += [
+            f"images     {result['n']}",
+            f"accuracy   {result['accuracy']:.4f}  (95% CI {lo:.4f}-{hi:.4f})",
+            f"precision  {result['precision']:.4f}   recall {result['recall']:.4f}   "
+            f"F1 {result['f1']:.4f}   (positive: female)",
+            f"ROC-AUC    {auc:.4f}" if auc is not None else "ROC-AUC    n/a (one class)",
+            f"ECE        {result['ece']:.4f}",
+            "confusion  rows = truth, columns = predicted",
+            "           male    female",
+        ]
+        for name, row in zip(("male", "female"), result["confusion"]["matrix"], strict=True):
+            lines.append(f"  {name:<8} {row[0]:>6}  {row[1]:>6}")
+        for group, table in result.get("groups", {}).items():
+            lines.append(f"by {group}:")
+            for key, d in table.items():
+                lines.append(f"  {key:<18} n={d['n']:<6} accuracy {d['accuracy']:.4f}")
+    if result.get("skipped"):
+        lines.append(f"skipped {len(result['skipped'])}:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in result["skipped"][:50]]
+        if len(result["skipped"]) > 50:
+            lines.append(f"  ... and {len(result['skipped']) - 50} more (see --format json)")
+    return "\n".join(lines)

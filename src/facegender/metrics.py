@@ -1,0 +1,123 @@
+"""Metrics for binary face-gender classification (positive class: female), by group and calibrated.
+
+scikit-learn computes the standard metrics; calibration error and temperature fitting are the two
+small pieces it does not provide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from facegender.labels import LABELS, age_band, race_name
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion k/n (sane at n small and p near 0 or 1)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """ECE of P(female) over equal-width bins of the predicted probability."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    err = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            err += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(err)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature T minimising the validation NLL of ``sigmoid(logit / T)``."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        s = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0, s) - y * s))
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20)), method="bounded")
+    return float(math.exp(res.x))
+
+
+def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float = 0.5) -> dict:
+    """Headline metrics; positive class is ``female`` (label 1)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
+    pred = (p >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    k = int((pred == y).sum())
+    lo, hi = wilson_interval(k, len(y))
+    return {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else float("nan"),
+        "accuracy_ci95": [lo, hi],
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
+        if len(y)
+        else None,
+        "ece": expected_calibration_error(y, p),
+        "confusion": {
+            "labels": list(LABELS),
+            "matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+        },
+    }
+
+
+def _group_table(keys: Iterable[str | None], correct: np.ndarray) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for key, ok in zip(keys, correct, strict=True):
+        if key is None:
+            continue
+        d = out.setdefault(key, {"n": 0, "correct": 0})
+        d["n"] += 1
+        d["correct"] += int(ok)
+    for d in out.values():
+        d["accuracy"] = d["correct"] / d["n"]
+        d["accuracy_ci95"] = list(wilson_interval(d["correct"], d["n"]))
+    return out
+
+
+def group_metrics(samples: Sequence, y: np.ndarray, p: np.ndarray) -> dict[str, dict]:
+    """Accuracy per age band, race, race x gender and source, where the labels exist."""
+    correct = (np.asarray(p) >= 0.5).astype(int) == np.asarray(y)
+    ages = [age_band(s.age) for s in samples]
+    races = [race_name(s.race) for s in samples]
+    race_gender = [
+        f"{r} {LABELS[s.label]}" if r else None for r, s in zip(races, samples, strict=True)
+    ]
+    age_order = ["0-3", "4-12", "13-19", "20-39", "40-59", "60+"]
+    groups = {
+        "age": _group_table(ages, correct),
+        "race": _group_table(races, correct),
+        "race_gender": _group_table(race_gender, correct),
+        "source": _group_table([s.source for s in samples], correct),
+    }
+    groups["age"] = {k: groups["age"][k] for k in age_order if k in groups["age"]}
+    return {k: v for k, v in groups.items() if v}

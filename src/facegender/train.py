@@ -1,0 +1,436 @@
+"""Training: AdamW with warm-up + cosine, batch augmentation, EMA, early stopping, resumable.
+
+Layout of ``--out DIR``:
+  ``model.safetensors`` + ``config.json``   the best checkpoint so far (by validation loss)
+  ``last/``                                 resume state: weights, EMA, optimizer, epoch, history
+  ``history.csv``, ``history.json``         per-epoch metrics
+  ``curves.png``                            loss and accuracy curves
+
+Each epoch's shuffling, augmentation and dropout are seeded from ``(seed, epoch)``, so a run
+resumed from ``last/`` continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from facegender.augment import AugmentConfig, augment_batch
+from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, write_json
+from facegender.classifier import TorchClassifier
+from facegender.data import DataSet, read_data
+from facegender.data.cache import decode_dataset, default_cache_dir
+from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
+from facegender.models import create_model
+from facegender.preprocess import PreprocessConfig, probability, to_batch
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    val: list[str] = field(default_factory=list)
+    val_split: float = 0.1
+    model: str = "fgnet_m"
+    model_kwargs: dict = field(default_factory=dict)
+    image_size: int = 64
+    crop: float = 1.0
+    grayscale: bool = False
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    schedule: str = "cosine"  # cosine | constant
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # EMA decay per step, e.g. 0.999; 0 disables
+    balance: str = "none"  # none | source | source_label
+    class_weights: bool = False
+    patience: int = 0  # early stopping on val loss; 0 disables
+    tta_flip: bool = True
+    seed: int = 0
+    threads: int = 0
+    max_train: int = 0  # cap on training samples (quick runs); 0 = all
+    cache_dir: str | None = None
+    progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def preprocess(self) -> PreprocessConfig:
+        ch = 1 if self.grayscale else 3
+        return PreprocessConfig(
+            self.image_size, self.crop, self.grayscale, (0.5,) * ch, (0.25,) * ch
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_validation(data: DataSet, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified by (source, label), deterministic in ``seed``: returns (train, val) indices."""
+    rng = np.random.default_rng(seed)
+    strata: dict[tuple, list[int]] = {}
+    for i, s in enumerate(data.samples):
+        strata.setdefault((s.source, s.label), []).append(i)
+    train, val = [], []
+    for key in sorted(strata):
+        idx = np.array(strata[key])
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        val += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return sorted(train), sorted(val)
+
+
+def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | None:
+    """Per-sample weights so each source (or source x label) draws the same share of an epoch."""
+    if mode == "none":
+        return None
+    keys = [
+        (data.samples[i].source,)
+        if mode == "source"
+        else (data.samples[i].source, data.samples[i].label)
+        for i in idx
+    ]
+    counts: dict[tuple, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    w = np.array([1.0 / counts[k] for k in keys])
+    return w / w.sum()
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+# ---- resume state: safetensors for tensors, JSON for the rest (no pickle) ----
+
+
+def _save_state(d: Path, model, ema, opt, epoch: int, history: list, best: dict) -> None:
+    from safetensors.torch import save_file
+
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.contiguous() for k, v in ema.state_dict().items()})
+    sd = opt.state_dict()
+    for pid, st in sd["state"].items():
+        for name, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"opt.{pid}.{name}"] = t.contiguous()
+    save_file(tensors, str(d / "state.safetensors.tmp"))
+    os.replace(d / "state.safetensors.tmp", d / "state.safetensors")
+    write_json(
+        d / "state.json",
+        {"epoch": epoch, "history": history, "best": best, "param_groups": sd["param_groups"]},
+    )
+
+
+def _load_state(d: Path, model, ema, opt) -> tuple[int, list, dict]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(d / "state.safetensors"))
+    meta = json.loads((d / "state.json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["epoch"], meta["history"], meta["best"]
+
+
+@torch.no_grad()
+def _ema_update(ema, model, decay: float) -> None:
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+        else:
+            e.copy_(m)
+
+
+def _evaluate_logits(model, arrays: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(arrays), batch_size):
+            out.append(model(torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))))
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    write_json(out / "history.json", history)
+    if history:
+        with (out / "history.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["val_loss"] for h in history], label="validation")
+    a.set(title="Loss", xlabel="epoch")
+    b.plot(ep, [h["train_acc"] for h in history], label="train")
+    b.plot(ep, [h["val_acc"] for h in history], label="validation")
+    b.set(title="Accuracy", xlabel="epoch")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def prepare_data(cfg: TrainConfig, log=print):
+    """Read, decode (cached) and split: returns arrays, samples and train/val indices."""
+    pre = cfg.preprocess()
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    train_ds = read_data(cfg.data)
+    arrays, train_ds = decode_dataset(train_ds, pre, cache, progress=cfg.progress)
+    if cfg.val:
+        val_ds = read_data(cfg.val)
+        val_arrays, val_ds = decode_dataset(val_ds, pre, cache, progress=cfg.progress)
+        tr_idx = list(range(len(train_ds.samples)))
+        va_idx = list(range(len(train_ds.samples), len(train_ds.samples) + len(val_ds.samples)))
+        arrays = np.concatenate([np.asarray(arrays), np.asarray(val_arrays)])
+        train_ds = DataSet(train_ds.samples + val_ds.samples, train_ds.skipped + val_ds.skipped)
+    else:
+        tr_idx, va_idx = split_validation(train_ds, cfg.val_split, cfg.seed)
+    if cfg.max_train and len(tr_idx) > cfg.max_train:
+        rng = np.random.default_rng(cfg.seed)
+        tr_idx = sorted(rng.choice(tr_idx, cfg.max_train, replace=False).tolist())
+    for s in train_ds.skipped:
+        log(f"skipped {s.path}: {s.reason}")
+    if not tr_idx or not va_idx:
+        raise ValueError(
+            "need at least one training and one validation image after skipping bad ones"
+        )
+    return np.ascontiguousarray(arrays), train_ds, tr_idx, va_idx
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
+    """Train, checkpoint every epoch, calibrate; returns the output folder (best checkpoint)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    t_start = time.perf_counter()
+    arrays, ds, tr_idx, va_idx = prepare_data(cfg, log)
+    labels = np.array([s.label for s in ds.samples], dtype=np.float32)
+    val_x, val_y = arrays[va_idx], labels[va_idx]
+    log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
+
+    pre = cfg.preprocess()
+    model = create_model(
+        cfg.model,
+        in_chans=pre.channels,
+        mean=list(pre.mean),
+        std=list(pre.std),
+        image_size=cfg.image_size,
+        tta_flip=False,
+        **cfg.model_kwargs,
+    )
+    ema = copy.deepcopy(model) if cfg.ema else None
+    opt = _optimizer(cfg, model)
+    steps_per_epoch = max(1, len(tr_idx) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    pos_weight = None
+    if cfg.class_weights:
+        pos = labels[tr_idx].mean()
+        pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6))
+    weights = sample_weights(ds, tr_idx, cfg.balance)
+    tr = np.array(tr_idx)
+
+    start_epoch, history, best = 0, [], {"val_loss": float("inf"), "epoch": -1}
+    if resume and (out / "last" / "state.json").exists():
+        start_epoch, history, best = _load_state(out / "last", model, ema, opt)
+        log(f"resumed from {out / 'last'} after epoch {start_epoch}")
+    data_summary = {**ds.summary(), "train": len(tr_idx), "val": len(va_idx)}
+
+    def config_for(net, **extra):
+        return _config(cfg, net, pre, data_summary, **extra)
+
+    stale = 0 if best["epoch"] < 0 else len(history) - 1 - best["epoch"]
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.patience and stale >= cfg.patience:
+                log(f"early stopping: no validation-loss improvement for {cfg.patience} epochs")
+                break
+            t0 = time.perf_counter()
+            torch.manual_seed(cfg.seed * 10_007 + epoch)
+            g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
+            rng = np.random.default_rng([cfg.seed, epoch])
+            order = (
+                rng.choice(tr, size=len(tr), replace=True, p=weights)
+                if weights is not None
+                else rng.permutation(tr)
+            )
+            model.train()
+            loss_sum = correct = seen = 0.0
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="batch",
+                disable=not cfg.progress,
+                leave=False,
+            )
+            for i in bar:
+                step = epoch * steps_per_epoch + i
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
+                idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+                x = augment_batch(torch.from_numpy(to_batch(arrays[idx])), cfg.augment, g)
+                y = torch.from_numpy(labels[idx])
+                target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+                logits = model(x)
+                loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ema is not None:
+                    _ema_update(ema, model, cfg.ema)
+                n = len(idx)
+                loss_sum += loss.item() * n
+                correct += ((logits.detach() > 0).float() == y).sum().item()
+                seen += n
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}",
+                    acc=f"{correct / seen:.3f}",
+                    img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                )
+            net = ema if ema is not None else model
+            vl = _evaluate_logits(net, val_x)
+            val_loss = float(
+                F.binary_cross_entropy_with_logits(torch.from_numpy(vl), torch.from_numpy(val_y))
+            )
+            vm = binary_metrics(val_y.astype(int), probability(vl))
+            row = {
+                "epoch": epoch + 1,
+                "lr": opt.param_groups[0]["lr"],
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "val_loss": val_loss,
+                "val_acc": vm["accuracy"],
+                "val_auc": vm["roc_auc"],
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {vm['accuracy']:.4f} "
+                f"auc {vm['roc_auc'] or float('nan'):.4f}  {row['seconds']:.0f}s"
+            )
+            if val_loss < best["val_loss"]:
+                best = {"val_loss": val_loss, "epoch": len(history) - 1}
+                save_checkpoint(out, net, config_for(net, status="training"))
+                stale = 0
+            else:
+                stale += 1
+            _save_state(out / "last", model, ema, opt, epoch + 1, history, best)
+            _write_history(out, history)
+    except KeyboardInterrupt:
+        log(f"interrupted: {out / 'last'} holds the last finished epoch; continue with --resume")
+        raise
+
+    return finalize(
+        cfg,
+        out,
+        val_x,
+        val_y,
+        [ds.samples[i] for i in va_idx],
+        history,
+        time.perf_counter() - t_start,
+        log,
+    )
+
+
+def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **extra) -> dict:
+    return make_config(net, pre, train_args=cfg.to_dict(), data=data_summary, **extra)
+
+
+def finalize(cfg: TrainConfig, out: Path, val_x, val_y, val_samples, history, seconds, log) -> Path:
+    """Reload the best checkpoint, turn on flip TTA, fit the temperature, store final metrics."""
+    from facegender.checkpoint import load_model
+    from facegender.metrics import group_metrics
+
+    model = load_model(out)
+    model.tta_flip = cfg.tta_flip
+    model.model_kwargs["tta_flip"] = cfg.tta_flip
+    logits = TorchClassifier(model, model.config).logits(val_x)
+    y = val_y.astype(int)
+    temperature = fit_temperature(logits, y)
+    p_raw, p_cal = probability(logits), probability(logits, temperature)
+    metrics = binary_metrics(y, p_cal)
+    metrics["groups"] = group_metrics(val_samples, y, p_cal)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    config["model"]["kwargs"]["tta_flip"] = cfg.tta_flip
+    config["status"] = "final"
+    config["calibration"] = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(y, p_raw),
+        "ece_after": expected_calibration_error(y, p_cal),
+        "fitted_on": "validation split",
+    }
+    config["metrics"] = {"validation": metrics}
+    config["training"] = {
+        "epochs_run": len(history),
+        "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+    }
+    write_json(out / CONFIG_FILE, config)
+    log(
+        f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {cfg.tta_flip}), "
+        f"ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}, temperature {temperature:.3f}, "
+        f"ECE {config['calibration']['ece_before']:.4f} -> {config['calibration']['ece_after']:.4f}"
+    )
+    log(f"saved {out} in {seconds / 60:.1f} min")
+    return out
