@@ -43,3 +43,12 @@ class TorchClassifier:
     def probabilities(self, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated P(female) for each face array."""
         return probability(self.logits(arrays, batch_size), self.temperature)
+
+
+def load_classifier(model: str | Path | None = None):
+    """The classifier for a checkpoint folder (the bundled model when ``model`` is None).
+
+    Every consumer (evaluate, predict, the web service) gets its classifier here, so the choice
+    of backend is made in one place.
+    """
+    return TorchClassifier.load(model)

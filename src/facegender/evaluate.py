@@ -6,16 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facegender.classifier import load_classifier
 from facegender.data import read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.metrics import binary_metrics, group_metrics
-
-
-def load_classifier(model: str | Path | None = None):
-    """The classifier for a checkpoint folder (or the bundled model when ``model`` is None)."""
-    from facegender.classifier import TorchClassifier
-
-    return TorchClassifier.load(model)
 
 
 def evaluate(

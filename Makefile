@@ -1,0 +1,37 @@
+# The two commands a newcomer types: `make demo` and `make test`. Both create .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU build (an unpinned torch pulls a multi-GB CUDA build).
+TORCH := torch==2.13.0
+
+.PHONY: demo test lint install bundle clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[train,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/facegender demo
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+# Re-create the bundled model from ../shared/data (see MODEL_CARD.md).
+bundle: install
+	$(BIN)/facegender train --config recipes/default.toml --out runs/default $(if $(RESUME),--resume)
+	$(BIN)/python -m facegender.bundle runs/default
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
