@@ -102,7 +102,7 @@ def open_image(source: Any, bgr: bool = False) -> Image.Image:
         raise ImageDecodeError(f"image too large: {e}") from None
     except OSError as e:
         msg = str(e)
-        if "truncated" in msg:
+        if "truncated" in msg.lower():
             raise ImageDecodeError("truncated image") from None
         if "cannot identify image file" in msg:
             raise ImageDecodeError("not an image") from None

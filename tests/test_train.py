@@ -1,0 +1,99 @@
+"""Tiny end-to-end training on generated faces: beats chance, resumes exactly, CLI contracts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from facegender.checkpoint import read_config
+from facegender.cli import cli
+from facegender.evaluate import evaluate
+
+
+def test_tiny_model_beats_chance_and_is_calibrated(tiny_checkpoint, synthetic_dirs):
+    cfg = read_config(tiny_checkpoint)
+    assert cfg["status"] == "final" and cfg["calibration"]["temperature"] > 0
+    assert {"model.safetensors", "config.json", "curves.png", "history.csv"} <= {
+        p.name for p in tiny_checkpoint.iterdir()}
+    result = evaluate([str(synthetic_dirs["folders"])], model=tiny_checkpoint, cache=False)
+    assert result["n"] == 160 and result["accuracy"] > 0.8
+    assert result["groups"]["source"]["folders"]["n"] == 160
+
+
+def _train_args(dirs, out, epochs=3):
+    return ["train", "--data", str(dirs["utk"]), "--model", "fgnet_s", "--image-size", "24",
+            "--epochs", str(epochs), "--batch-size", "32", "--threads", "1", "--no-progress",
+            "--max-train", "96", "--out", str(out), "--ema", "0.9", "--erase", "0.3"]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, monkeypatch):
+    import facegender.train as tr
+
+    runner = CliRunner()
+    full = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "full"))
+    assert full.exit_code == 0, full.output
+
+    real = tr._write_history
+
+    def boom(out, history):
+        real(out, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "_write_history", boom)
+    cut = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "cut"))
+    assert cut.exit_code == 130
+    monkeypatch.setattr(tr, "_write_history", real)
+    again = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "cut"))
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(cli, [*_train_args(synthetic_dirs, tmp_path / "cut"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    a = load_file(str(tmp_path / "full" / "last" / "state.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "last" / "state.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    hist = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+
+
+def test_recipe_file_sets_defaults_and_flags_win(synthetic_dirs, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'data = ["{synthetic_dirs["utk"]}"]\nmodel = "seed_cnn"\nepochs = 5\n'
+                      "image_size = 16\nmax_train = 64\nbatch_size = 32\n")
+    res = CliRunner().invoke(cli, ["train", "--config", str(recipe), "--epochs", "1",
+                                   "--no-progress", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    cfg = read_config(tmp_path / "o")
+    assert cfg["model"]["name"] == "seed_cnn"
+    assert cfg["train_args"]["epochs"] == 1 and cfg["preprocess"]["image_size"] == 16
+
+
+def test_evaluate_cli_json_contract(tiny_checkpoint, synthetic_dirs, tmp_path):
+    bad = synthetic_dirs["root"] / "utk_bad"
+    bad.mkdir(exist_ok=True)
+    (bad / "12_1_0_20170101000000001.jpg.chip.jpg").write_bytes(b"garbage")
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["evaluate", str(synthetic_dirs["utk"]), str(bad), "--model",
+                                   str(tiny_checkpoint), "--format", "json", "--out", str(out),
+                                   "--no-cache"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    for key in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "confusion", "groups",
+                "skipped"):
+        assert key in d
+    assert d["confusion"]["labels"] == ["male", "female"]
+    assert sum(map(sum, d["confusion"]["matrix"])) == d["n"] == 160
+    assert set(d["groups"]) >= {"age", "race", "source"}
+    assert d["skipped"] == [{"path": str(bad / "12_1_0_20170101000000001.jpg.chip.jpg"),
+                             "reason": "not an image"}]
+
+
+@pytest.mark.parametrize("args", [["evaluate", "/no/such/dir"], ["evaluate", ".", "--model", "/x"]])
+def test_evaluate_fails_clearly(args):
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "Error" in res.output
