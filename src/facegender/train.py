@@ -226,6 +226,25 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def report_skipped(skipped: list, path: Path, log=print) -> None:
+    """Count skipped items by reason in the log; list every one in ``path`` (CSV)."""
+    if not skipped:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        w.writerows((s.path, s.reason) for s in skipped)
+    kinds: dict[str, int] = {}
+    for s in skipped:
+        kind = s.reason.split(":")[0].split(" of ")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    log(f"skipped {len(skipped)} bad items ({summary}); every one is listed in {path}")
+    for s in skipped[:3]:
+        log(f"  e.g. {s.path}: {s.reason}")
+
+
 def prepare_data(cfg: TrainConfig, log=print):
     """Read, decode (cached) and split: returns arrays, samples and train/val indices."""
     pre = cfg.preprocess()
@@ -244,8 +263,7 @@ def prepare_data(cfg: TrainConfig, log=print):
     if cfg.max_train and len(tr_idx) > cfg.max_train:
         rng = np.random.default_rng(cfg.seed)
         tr_idx = sorted(rng.choice(tr_idx, cfg.max_train, replace=False).tolist())
-    for s in train_ds.skipped:
-        log(f"skipped {s.path}: {s.reason}")
+    report_skipped(train_ds.skipped, Path(cfg.out) / "skipped.csv", log)
     if not tr_idx or not va_idx:
         raise ValueError(
             "need at least one training and one validation image after skipping bad ones"
