@@ -6,6 +6,7 @@ and the ``uint8 -> [0, 1]`` layout live in one place (:func:`facegender.preproce
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,14 @@ class TorchClassifier:
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> TorchClassifier:
+    def load(cls, path: str | Path | None = None, threads: int | None = None) -> TorchClassifier:
+        """``threads`` sets torch's (process-wide) intra-op thread count; None leaves it."""
+        import torch
+
         from facegender.checkpoint import load_model
 
+        if threads:
+            torch.set_num_threads(int(threads))
         model = load_model(path)
         return cls(model, model.config)
 
@@ -45,10 +51,39 @@ class TorchClassifier:
         return probability(self.logits(arrays, batch_size), self.temperature)
 
 
-def load_classifier(model: str | Path | None = None):
-    """The classifier for a checkpoint folder (the bundled model when ``model`` is None).
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def load_classifier(
+    model: str | Path | None = None, backend: str = "auto", threads: int | None = None
+):
+    """The classifier for a checkpoint folder or ``.onnx`` file (the bundled model when None).
 
     Every consumer (evaluate, predict, the web service) gets its classifier here, so the choice
-    of backend is made in one place.
+    of backend is made in one place. ``backend="auto"`` runs the folder's ``model.onnx`` with
+    onnxruntime when both exist (no torch import: fast start, small install), else PyTorch;
+    ``"onnx"``/``"torch"`` force one. ``threads`` caps the intra-op threads (None: all cores).
     """
-    return TorchClassifier.load(model)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "onnx" if _onnx_usable(model) else "torch"
+    if backend == "onnx":
+        from facegender.runtime import OnnxClassifier
+
+        return OnnxClassifier.load(model, threads=threads)
+    if importlib.util.find_spec("torch") is None:
+        raise FileNotFoundError(
+            f"{model or 'the bundled model'} has no model.onnx and PyTorch is not installed: "
+            "install `facegender[train]` or export it with `facegender export`"
+        )
+    return TorchClassifier.load(model, threads=threads)
+
+
+def _onnx_usable(model: str | Path | None) -> bool:
+    """A ``model.onnx`` (or an ``.onnx`` path) is there and onnxruntime is installed."""
+    from facegender.checkpoint import ONNX_FILE, bundled_model_dir
+
+    p = bundled_model_dir() if model is None else Path(model)
+    has_onnx = (p / ONNX_FILE).is_file() if p.is_dir() else p.suffix == ".onnx"
+    return has_onnx and importlib.util.find_spec("onnxruntime") is not None

@@ -199,6 +199,53 @@ def evaluate(data, model, fmt, out, no_cache) -> None:
         raise _Fail("no readable labelled images in DATA")
 
 
+@cli.command()
+@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (default: model.onnx inside the checkpoint folder).",
+)
+@click.option("--opset", default=17, show_default=True, type=int)
+@click.option(
+    "--batch",
+    type=click.Choice(["dynamic", "fixed"]),
+    default="dynamic",
+    show_default=True,
+    help="Dynamic batch axis, or fixed at the example's batch of 2.",
+)
+@click.option(
+    "--quantize",
+    is_flag=True,
+    help="Also write an int8 model (OUT with .int8.onnx) calibrated on --calib-data.",
+)
+@click.option(
+    "--calib-data",
+    multiple=True,
+    help="Face-crop folders/CSVs for int8 calibration (repeatable; needed with --quantize).",
+)
+def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
+    """Export a checkpoint to ONNX with its preprocessing config in the metadata."""
+    try:
+        from facegender.export import export_onnx
+    except ModuleNotFoundError as e:
+        raise _Fail(f"export needs the train extra (pip install 'facegender[train]'): {e}") from None
+    if quantize and not calib_data:
+        raise _Fail("--quantize needs --calib-data (face crops like the ones it will see)")
+    try:
+        path = export_onnx(model, out, opset=opset, dynamic_batch=batch == "dynamic")
+    except FileNotFoundError as e:
+        raise _Fail(str(e)) from None
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if quantize:
+        from facegender.quantize import quantize_int8
+
+        q = quantize_int8(path, list(calib_data))
+        click.echo(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     cli(prog_name="facegender")
 

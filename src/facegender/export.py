@@ -1,0 +1,102 @@
+"""Export a checkpoint to ONNX so prediction needs only onnxruntime, numpy and Pillow.
+
+The exported graph is the whole model, normalisation and flip-TTA included: it maps ``float32``
+``N x C x S x S`` in ``[0, 1]`` (what :func:`facegender.preprocess.to_batch` gives) to ``N`` logits.
+The checkpoint's whole ``config.json`` rides along in the model's ``metadata_props``, so a lone
+``.onnx`` file still knows its image size, crop, colour mode, label map and temperature.
+
+Export uses PyTorch's TorchScript-based exporter (``dynamo=False``): it works offline without
+``onnxscript``, folds BatchNorm into the convolutions, and gives a plain graph with a dynamic
+batch axis. Needs the ``train`` extra (torch + onnx).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from facegender.checkpoint import ONNX_FILE, WEIGHTS_FILE, resolve_model_dir
+from facegender.preprocess import PreprocessConfig
+from facegender.runtime import CONFIG_KEY, WEIGHTS_HASH_KEY, file_sha256
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+
+
+def metadata(config: dict[str, Any], weights_sha256: str | None) -> dict[str, str]:
+    """The ``metadata_props`` written into the graph: the whole config plus a few flat keys."""
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    props = {
+        CONFIG_KEY: json.dumps(config, sort_keys=False),
+        "model_name": str(config["model"]["name"]),
+        "facegender_version": str(config.get("version", "")),
+        "image_size": str(pre.image_size),
+        "channels": str(pre.channels),
+        "labels": json.dumps(list(config.get("labels", []))),
+        "temperature": repr(float(config.get("calibration", {}).get("temperature", 1.0))),
+        "input": "float32 NCHW RGB in [0, 1]; normalisation and flip-TTA are inside the graph",
+    }
+    if weights_sha256:
+        props[WEIGHTS_HASH_KEY] = weights_sha256
+    return props
+
+
+def export_onnx(
+    model_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Write ``model_dir``'s model as ONNX to ``out`` (default: ``model_dir/model.onnx``)."""
+    import onnx
+    import torch
+
+    from facegender.checkpoint import load_model
+
+    src = resolve_model_dir(model_dir)
+    out = Path(out) if out is not None else src / ONNX_FILE
+    model = load_model(src)
+    config = model.config
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    example = torch.rand(2, pre.channels, pre.image_size, pre.image_size)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deliberate
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    graph = onnx.load(str(tmp))
+    weights = src / WEIGHTS_FILE
+    sha = file_sha256(weights) if weights.is_file() else None
+    set_metadata(graph, metadata(config, sha))
+    graph.producer_name = "facegender"
+    graph.doc_string = f"facegender {config['model']['name']}: P(female) = sigmoid(logit / T)"
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def set_metadata(graph, props: dict[str, str]) -> None:
+    """Replace ``graph``'s metadata_props with ``props`` (keys not in ``props`` are kept)."""
+    keep = [p for p in graph.metadata_props if p.key not in props]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(keep)
+    for k, v in props.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = k, v
