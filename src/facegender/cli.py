@@ -228,14 +228,14 @@ def evaluate(data, model, fmt, out, no_cache) -> None:
 )
 def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
     """Export a checkpoint to ONNX with its preprocessing config in the metadata."""
-    try:
-        from facegender.export import export_onnx
-    except ModuleNotFoundError as e:
-        raise _Fail(f"export needs the train extra (pip install 'facegender[train]'): {e}") from None
+    from facegender.export import export_onnx
+
     if quantize and not calib_data:
         raise _Fail("--quantize needs --calib-data (face crops like the ones it will see)")
     try:
         path = export_onnx(model, out, opset=opset, dynamic_batch=batch == "dynamic")
+    except ModuleNotFoundError as e:
+        raise _Fail(f"export needs the train extra (facegender[train]): {e}") from None
     except FileNotFoundError as e:
         raise _Fail(str(e)) from None
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
