@@ -39,8 +39,11 @@ def test_class_folders_any_case_any_depth(tmp_path):
     ds = read_data(tmp_path)
     labels = {s.path.split(str(tmp_path) + "/")[1]: s.label for s in ds.samples}
     assert labels == {
-        "Training/Male/0.png": 0, "Training/FEMALE/1.png": 1, "Validation/man/2.png": 0,
-        "x/women/3.png": 1, "men/4.png": 0,
+        "Training/Male/0.png": 0,
+        "Training/FEMALE/1.png": 1,
+        "Validation/man/2.png": 0,
+        "x/women/3.png": 1,
+        "men/4.png": 0,
     }
     assert [s.reason for s in ds.skipped] == ["not an image file name"]
 
@@ -70,7 +73,9 @@ def test_csv_without_columns_and_missing_paths(tmp_path):
     ds = read_data([tmp_path / "bad.csv", tmp_path / "nowhere"])
     assert not ds.samples
     assert [s.reason for s in ds.skipped] == [
-        "manifest lacks 'path' and 'label' columns", "data path not found"]
+        "manifest lacks 'path' and 'label' columns",
+        "data path not found",
+    ]
 
 
 def test_decode_reports_truncated_not_image_and_duplicates(tmp_path):
@@ -82,14 +87,16 @@ def test_decode_reports_truncated_not_image_and_duplicates(tmp_path):
     (tmp_path / "24_1_0_20170101000000005.jpg.chip.jpg").write_bytes(b"")
     ds = read_data(tmp_path)
     assert len(ds.samples) == 5
-    arrays, kept = decode_dataset(ds, PreprocessConfig(image_size=16), cache_dir=tmp_path / "c",
-                                  progress=False)
+    arrays, kept = decode_dataset(
+        ds, PreprocessConfig(image_size=16), cache_dir=tmp_path / "c", progress=False
+    )
     assert arrays.shape == (1, 16, 16, 3) and len(kept.samples) == 1
     reasons = sorted(s.reason.split(" of ")[0] for s in kept.skipped)
     assert reasons == ["duplicate content", "empty file", "not an image", "truncated image"]
     # the cache returns the same arrays and the same skipped list
-    arrays2, kept2 = decode_dataset(ds, PreprocessConfig(image_size=16), cache_dir=tmp_path / "c",
-                                    progress=False)
+    arrays2, kept2 = decode_dataset(
+        ds, PreprocessConfig(image_size=16), cache_dir=tmp_path / "c", progress=False
+    )
     assert np.array_equal(arrays, arrays2) and kept2.skipped == kept.skipped
 
 

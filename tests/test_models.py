@@ -21,8 +21,9 @@ def test_registry_lists_the_required_models():
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize(("size", "chans"), [(64, 3), (48, 1)])
 def test_forward_shape(name, size, chans):
-    m = facegender.create_model(name, image_size=size, in_chans=chans, mean=[0.5] * chans,
-                                std=[0.25] * chans).eval()
+    m = facegender.create_model(
+        name, image_size=size, in_chans=chans, mean=[0.5] * chans, std=[0.25] * chans
+    ).eval()
     with torch.no_grad():
         y = m(torch.rand(3, chans, size, size))
     assert y.shape == (3,) and torch.isfinite(y).all()

@@ -59,7 +59,7 @@ def test_exif_orientation_is_applied():
 def test_odd_modes_become_rgb(mode):
     img = golden().convert("RGB")
     if mode == "I;16":
-        img = Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257))
+        img = Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257)
     else:
         img = img.convert(mode)
     buf = io.BytesIO()
@@ -108,9 +108,27 @@ def test_grayscale_and_crop_fraction():
 
 def test_label_mapping_and_probability():
     assert LABELS == ("male", "female")
-    assert [parse_label(w) for w in ("Male", "WOMAN", "men", "0", "1", "x")] == [0, 1, 0, 0, 1, None]
+    assert [parse_label(w) for w in ("Male", "WOMAN", "men", "0", "1", "x")] == [
+        0,
+        1,
+        0,
+        0,
+        1,
+        None,
+    ]
     assert [age_band(a) for a in (0, 3, 4, 12, 13, 19, 20, 39, 40, 59, 60, 99)] == [
-        "0-3", "0-3", "4-12", "4-12", "13-19", "13-19", "20-39", "20-39", "40-59", "40-59",
-        "60+", "60+"]
+        "0-3",
+        "0-3",
+        "4-12",
+        "4-12",
+        "13-19",
+        "13-19",
+        "20-39",
+        "20-39",
+        "40-59",
+        "40-59",
+        "60+",
+        "60+",
+    ]
     assert probability(np.array([0.0]))[0] == 0.5
     assert probability(np.array([2.0]), 2.0)[0] == pytest.approx(1 / (1 + np.exp(-1)))

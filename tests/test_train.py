@@ -18,16 +18,38 @@ def test_tiny_model_beats_chance_and_is_calibrated(tiny_checkpoint, synthetic_di
     cfg = read_config(tiny_checkpoint)
     assert cfg["status"] == "final" and cfg["calibration"]["temperature"] > 0
     assert {"model.safetensors", "config.json", "curves.png", "history.csv"} <= {
-        p.name for p in tiny_checkpoint.iterdir()}
+        p.name for p in tiny_checkpoint.iterdir()
+    }
     result = evaluate([str(synthetic_dirs["folders"])], model=tiny_checkpoint, cache=False)
     assert result["n"] == 160 and result["accuracy"] > 0.8
     assert result["groups"]["source"]["folders"]["n"] == 160
 
 
 def _train_args(dirs, out, epochs=3):
-    return ["train", "--data", str(dirs["utk"]), "--model", "fgnet_s", "--image-size", "24",
-            "--epochs", str(epochs), "--batch-size", "32", "--threads", "1", "--no-progress",
-            "--max-train", "96", "--out", str(out), "--ema", "0.9", "--erase", "0.3"]
+    return [
+        "train",
+        "--data",
+        str(dirs["utk"]),
+        "--model",
+        "fgnet_s",
+        "--image-size",
+        "24",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--max-train",
+        "96",
+        "--out",
+        str(out),
+        "--ema",
+        "0.9",
+        "--erase",
+        "0.3",
+    ]
 
 
 def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, monkeypatch):
@@ -63,10 +85,23 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, m
 
 def test_recipe_file_sets_defaults_and_flags_win(synthetic_dirs, tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'data = ["{synthetic_dirs["utk"]}"]\nmodel = "seed_cnn"\nepochs = 5\n'
-                      "image_size = 16\nmax_train = 64\nbatch_size = 32\n")
-    res = CliRunner().invoke(cli, ["train", "--config", str(recipe), "--epochs", "1",
-                                   "--no-progress", "--out", str(tmp_path / "o")])
+    recipe.write_text(
+        f'data = ["{synthetic_dirs["utk"]}"]\nmodel = "seed_cnn"\nepochs = 5\n'
+        "image_size = 16\nmax_train = 64\nbatch_size = 32\n"
+    )
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--config",
+            str(recipe),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     cfg = read_config(tmp_path / "o")
     assert cfg["model"]["name"] == "seed_cnn"
@@ -78,19 +113,41 @@ def test_evaluate_cli_json_contract(tiny_checkpoint, synthetic_dirs, tmp_path):
     bad.mkdir(exist_ok=True)
     (bad / "12_1_0_20170101000000001.jpg.chip.jpg").write_bytes(b"garbage")
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(cli, ["evaluate", str(synthetic_dirs["utk"]), str(bad), "--model",
-                                   str(tiny_checkpoint), "--format", "json", "--out", str(out),
-                                   "--no-cache"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(synthetic_dirs["utk"]),
+            str(bad),
+            "--model",
+            str(tiny_checkpoint),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+            "--no-cache",
+        ],
+    )
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
-    for key in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "confusion", "groups",
-                "skipped"):
+    for key in (
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "confusion",
+        "groups",
+        "skipped",
+    ):
         assert key in d
     assert d["confusion"]["labels"] == ["male", "female"]
     assert sum(map(sum, d["confusion"]["matrix"])) == d["n"] == 160
     assert set(d["groups"]) >= {"age", "race", "source"}
-    assert d["skipped"] == [{"path": str(bad / "12_1_0_20170101000000001.jpg.chip.jpg"),
-                             "reason": "not an image"}]
+    assert d["skipped"] == [
+        {"path": str(bad / "12_1_0_20170101000000001.jpg.chip.jpg"), "reason": "not an image"}
+    ]
 
 
 @pytest.mark.parametrize("args", [["evaluate", "/no/such/dir"], ["evaluate", ".", "--model", "/x"]])
