@@ -30,8 +30,16 @@ def tiny_checkpoint(synthetic_dirs, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     cfg = TrainConfig(
         data=[str(synthetic_dirs["utk"]), str(synthetic_dirs["folders"])],
-        out=str(out), model="fgnet_s", image_size=32, epochs=4, batch_size=32, lr=3e-3,
-        seed=0, threads=2, progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")),
+        out=str(out),
+        model="fgnet_s",
+        image_size=32,
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        threads=2,
+        progress=False,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
         val_split=0.2,
     )
     train(cfg, log=lambda m: None)

@@ -76,6 +76,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Rebuild from ``to_dict()`` output, e.g. a checkpoint's ``train_args``."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["augment"] = AugmentConfig(**known.get("augment", {}))
+        return cls(**known)
+
 
 def split_validation(data: DataSet, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Stratified by (source, label), deterministic in ``seed``: returns (train, val) indices."""
