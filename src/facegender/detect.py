@@ -1,0 +1,106 @@
+"""Find faces in a photo: one small interface, one implementation (YuNet via ``yuface``).
+
+A detector takes an **RGB** ``uint8`` ``H x W x 3`` array (or a PIL image) and returns
+:class:`Detection` objects in that image's pixel coordinates. Any other detector only has to
+provide ``detect(rgb) -> list[Detection]`` and be registered in :data:`DETECTORS`.
+
+YuNet (libfacedetection, BSD-3) ships as the PyPI package ``yuface`` with its weights compiled
+into the library, so nothing is downloaded at run time. ``yuface`` expects **BGR** and a
+C-contiguous array (a strided view silently gives different boxes), so the conversion happens
+here and callers never see it. Large frames are downscaled to ``max_side`` before detecting (cost
+grows with pixels; YuNet still finds faces of about 10 px in the smaller frame) and boxes and
+landmarks are mapped back to the original size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+# Landmark rows, as seen in the image: eye on the image's left, eye on the image's right, nose
+# tip, mouth corner on the image's left, mouth corner on the image's right.
+LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face: ``box`` (x, y, w, h) in pixels, ``score`` 0-1, ``landmarks`` 5 x 2 or None."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]: ...
+
+
+def _limit_omp_threads(threads: int | None) -> None:
+    # libfacedetection parallelises with OpenMP; one thread per process is the fastest choice when
+    # several worker processes share the cores (and the variable must be set before first use).
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+class YuNetDetector:
+    """libfacedetection's YuNet through ``yuface``: about 0.3 MB, 5 landmarks, CPU only."""
+
+    name = "yunet"
+
+    def __init__(self, min_score: float = 0.5, max_side: int = 640, threads: int | None = None):
+        _limit_omp_threads(threads)
+        import yuface  # noqa: F401  (fail early, at construction, if the package is missing)
+
+        self.min_score = float(min_score)
+        self.max_side = int(max_side)
+
+    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
+        from yuface import c_detect
+
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(_rgb_uint8(image))
+        scale = 1.0
+        if max(pil.size) > self.max_side:
+            scale = self.max_side / max(pil.size)
+            size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+            pil = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        if pil.mode != "RGB":
+            pil = pil.convert("RGB")
+        bgr = np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])
+        rows = c_detect(bgr)  # int16 rows: score*100, x, y, w, h, 10 landmark coords, unused
+        out = []
+        for r in rows:
+            score = float(r[0]) / 100.0
+            if score < self.min_score:
+                continue
+            x, y, w, h = (float(v) / scale for v in r[1:5])
+            lm = r[5:15].astype(np.float32).reshape(5, 2) / np.float32(scale)
+            out.append(Detection((x, y, w, h), score, lm))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+
+def _rgb_uint8(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 H x W x 3 array, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a[:, :, :3])
+
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {"yunet": YuNetDetector}
+
+
+def get_detector(name: str = "yunet", **kwargs) -> FaceDetector:
+    """Build a registered detector by name (``yunet``)."""
+    try:
+        return DETECTORS[name](**kwargs)
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}") from None
