@@ -181,7 +181,13 @@ def train(**opts) -> None:
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result here too.")
 @click.option("--no-cache", is_flag=True, help="Do not use the decoded-image cache.")
-def evaluate(data, model, fmt, out, no_cache) -> None:
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Write report.html (self-contained) and report.md with plots into this folder.",
+)
+def evaluate(data, model, fmt, out, no_cache, report_dir) -> None:
     """Evaluate on labelled DATA (folders or CSV manifests), each image one face crop."""
     from facegender.evaluate import evaluate as run_eval
     from facegender.evaluate import format_table
@@ -190,6 +196,12 @@ def evaluate(data, model, fmt, out, no_cache) -> None:
         result = run_eval(list(data), model=model, cache=not no_cache, progress=fmt == "table")
     except FileNotFoundError as e:
         raise _Fail(str(e)) from None
+    if report_dir and result.get("n"):
+        from facegender.checkpoint import resolve_model_dir
+        from facegender.report import write_report
+
+        paths = write_report(result, report_dir, model_dir=resolve_model_dir(model))
+        click.echo(f"report: {paths['html']}", err=True)
     result.pop("predictions", None)
     text = json.dumps(result, indent=2) if fmt == "json" else format_table(result)
     click.echo(text)

@@ -25,19 +25,55 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
-    """ECE of P(female) over equal-width bins of the predicted probability."""
+def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
+    """Per equal-width bin of P(female): count, mean prediction and observed female rate.
+
+    Empty bins hold NaN means; this is what a reliability diagram draws and what ECE sums.
+    """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    if len(y) == 0:
-        return float("nan")
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    err = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            err += m.mean() * abs(y[m].mean() - p[m].mean())
-    return float(err)
+    count = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(idx, weights=p, minlength=bins) / count
+        rate = np.bincount(idx, weights=y, minlength=bins) / count
+    return {"edges": edges, "count": count, "mean_p": mean_p, "rate": rate}
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """ECE of P(female) over equal-width bins of the predicted probability."""
+    if len(y) == 0:
+        return float("nan")
+    b = calibration_bins(y, p, bins)
+    m = b["count"] > 0
+    return float(np.sum(b["count"][m] / len(y) * np.abs(b["rate"][m] - b["mean_p"][m])))
+
+
+def bootstrap_interval(
+    stat, y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile 95 % interval of ``stat(y, p)`` over resamples of the images (with replacement).
+
+    For statistics with no closed-form interval (F1, ROC-AUC, ECE); resamples where ``stat``
+    is undefined (e.g. one class only for ROC-AUC) are dropped.
+    """
+    y, p = np.asarray(y), np.asarray(p)
+    if len(y) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        try:
+            v = stat(y[i], p[i])
+        except ValueError:
+            continue
+        if v is not None and np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return (float("nan"), float("nan"))
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return (float(lo), float(hi))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

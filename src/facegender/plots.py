@@ -1,0 +1,188 @@
+"""The evaluation report's figures, each returned as PNG bytes (matplotlib, Agg backend).
+
+Bytes rather than files so the same figure can be written beside ``report.md`` and embedded in
+``report.html`` as a data URI.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from facegender.labels import LABELS
+
+GOOD, BAD = "#1a7f37", "#cf222e"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_png(fig, dpi: int = 100) -> bytes:
+    """Render and close ``fig``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(matrix: Sequence[Sequence[int]]) -> bytes:
+    """Counts and row percentages; rows are the truth, columns the prediction."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=float)
+    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(2):
+        for j in range(2):
+            colour = "white" if rows[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{int(m[i, j])}\n{rows[i, j]:.1%}", ha="center", va="center", c=colour)
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=LABELS,
+        yticklabels=LABELS,
+        xlabel="predicted",
+        ylabel="truth",
+        title="Confusion matrix",
+    )
+    return to_png(fig)
+
+
+def roc_png(y: np.ndarray, p: np.ndarray) -> bytes:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _plt()
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(fpr, tpr, lw=2, label=f"AUC {roc_auc_score(y, p):.4f}")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+    ax.set(
+        xlabel="false positive rate (male called female)",
+        ylabel="true positive rate (female recall)",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return to_png(fig)
+
+
+def pr_png(y: np.ndarray, p: np.ndarray) -> bytes:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    plt = _plt()
+    prec, rec, _ = precision_recall_curve(y, p)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(rec, prec, lw=2, label=f"AP {average_precision_score(y, p):.4f}")
+    ax.axhline(np.mean(y), ls="--", c="grey", lw=1, label="base rate")
+    ax.set(
+        xlabel="recall (female)",
+        ylabel="precision (female)",
+        title="Precision-recall curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return to_png(fig)
+
+
+def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 10) -> bytes:
+    """Observed female rate against mean predicted P(female) per bin, with the bin counts."""
+    from facegender.metrics import calibration_bins, expected_calibration_error
+
+    plt = _plt()
+    b = calibration_bins(y, p, bins)
+    centres = (b["edges"][:-1] + b["edges"][1:]) / 2
+    width = 1 / bins
+    fig, (ax, hx) = plt.subplots(
+        2, 1, figsize=(4.2, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    m = b["count"] > 0
+    ax.bar(centres[m], b["rate"][m], width=width * 0.9, color="#4c72b0", label="observed")
+    ax.plot(b["mean_p"][m], b["rate"][m], "o", c="black", ms=3, label="bin mean P")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
+    ece = expected_calibration_error(y, p, bins)
+    ax.set(ylabel="observed female rate", title=f"Reliability ({bins} bins, ECE {ece:.4f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    hx.bar(centres, b["count"], width=width * 0.9, color="grey")
+    hx.set(xlabel="predicted P(female)", ylabel="images")
+    hx.set_yscale("log" if b["count"].max() > 50 * max(1, b["count"][m].min()) else "linear")
+    return to_png(fig)
+
+
+def group_png(table: dict[str, dict], title: str) -> bytes:
+    """Horizontal accuracy bars per group with the Wilson 95 % interval and n."""
+    plt = _plt()
+    keys = list(table)
+    acc = np.array([table[k]["accuracy"] for k in keys])
+    lo = np.array([table[k]["accuracy_ci95"][0] for k in keys])
+    hi = np.array([table[k]["accuracy_ci95"][1] for k in keys])
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.38 * len(keys)))
+    yy = np.arange(len(keys))
+    ax.barh(
+        yy,
+        acc,
+        color="#4c72b0",
+        xerr=np.clip([acc - lo, hi - acc], 0, None),
+        capsize=3,
+        ecolor="black",
+    )
+    for i, k in enumerate(keys):
+        ax.text(1.01, i, f"{acc[i]:.3f}  n={table[k]['n']}", va="center", fontsize=8)
+    ax.set(yticks=yy, yticklabels=keys, xlim=(max(0.0, lo.min() - 0.05), 1.0), title=title)
+    ax.set_xlabel("accuracy (bars: 95 % Wilson interval)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    return to_png(fig)
+
+
+def _thumb(path: str, size: int) -> np.ndarray:
+    from facegender.preprocess import ImageDecodeError, open_image
+
+    try:
+        img = open_image(path)
+    except (ImageDecodeError, OSError):
+        return np.full((size, size, 3), 200, np.uint8)
+    img.thumbnail((size, size))
+    return np.asarray(img)
+
+
+def prediction_grid_png(
+    predictions: Sequence[dict], title: str, cols: int = 5, thumb: int = 112
+) -> bytes:
+    """Thumbnails titled with prediction, its probability and truth; green right, red wrong."""
+    plt = _plt()
+    rows = max(1, -(-len(predictions) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.8, rows * 2.05 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, d in zip(axes.flat, predictions, strict=False):
+        pf = d["female_probability"]
+        pred = int(pf >= 0.5)
+        ok = pred == d["label"]
+        ax.imshow(_thumb(d["path"], thumb))
+        conf = pf if pred else 1 - pf
+        ax.set_title(
+            f"{LABELS[pred]} {conf:.2f}\ntruth: {LABELS[d['label']]}",
+            fontsize=8,
+            color=GOOD if ok else BAD,
+        )
+        for side in ax.spines.values():
+            side.set(visible=True, color=GOOD if ok else BAD, linewidth=3)
+        ax.set(xticks=[], yticks=[])
+        ax.axis("on")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return to_png(fig, dpi=85)

@@ -1,0 +1,379 @@
+"""Turn an :func:`facegender.evaluate.evaluate` result into ``report.html`` and ``report.md``.
+
+``report.html`` is self-contained (figures are base64 data URIs, no external CSS/JS), so it can be
+mailed or attached to a CI run; ``report.md`` references the same figures as PNG files beside it.
+Intervals: Wilson score for the proportions (accuracy, precision, recall, specificity), percentile
+bootstrap over images for F1, ROC-AUC, log loss and ECE.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facegender import plots
+from facegender.labels import LABELS
+from facegender.metrics import bootstrap_interval, expected_calibration_error, wilson_interval
+
+GROUP_TITLES = {
+    "age": "Accuracy by age band",
+    "race": "Accuracy by race",
+    "race_gender": "Accuracy by race x gender",
+    "source": "Accuracy by source",
+}
+# Section ids, in order; tests and readers can rely on these anchors.
+SECTIONS = (
+    "summary",
+    "metrics",
+    "confusion",
+    "curves",
+    "calibration",
+    "groups",
+    "samples",
+    "mistakes",
+    "training",
+    "skipped",
+)
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs (plain text)
+    table: tuple[list[str], list[list[str]]] | None = None  # header, rows
+    images: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+
+
+def _f1(y: np.ndarray, p: np.ndarray) -> float:
+    pred = p >= 0.5
+    tp = np.sum(pred & (y == 1))
+    den = pred.sum() + (y == 1).sum()
+    return float(2 * tp / den) if den else 0.0
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+
+
+def headline(y: np.ndarray, p: np.ndarray, n_boot: int = 1000) -> list[dict]:
+    """Rows of (metric, value, 95 % interval, method); positive class is female."""
+    pred = (p >= 0.5).astype(int)
+    tp, fp = int(np.sum((pred == 1) & (y == 1))), int(np.sum((pred == 1) & (y == 0)))
+    tn, fn = int(np.sum((pred == 0) & (y == 0))), int(np.sum((pred == 0) & (y == 1)))
+
+    def prop(name, k, n):
+        return {
+            "metric": name,
+            "value": k / n if n else float("nan"),
+            "ci95": list(wilson_interval(k, n)),
+            "method": f"Wilson ({k}/{n})",
+        }
+
+    def boot(name, fn):
+        value = fn(y, p)
+        return {
+            "metric": name,
+            "value": float("nan") if value is None else value,
+            "ci95": list(bootstrap_interval(fn, y, p, n_boot=n_boot)),
+            "method": f"bootstrap ({n_boot} resamples)",
+        }
+
+    return [
+        prop("accuracy", tp + tn, len(y)),
+        prop("precision (female)", tp, tp + fp),
+        prop("recall (female)", tp, tp + fn),
+        prop("specificity (male recall)", tn, tn + fp),
+        boot("F1 (female)", _f1),
+        boot("ROC-AUC", _auc),
+        boot("log loss", _log_loss),
+        boot("ECE (15 bins)", expected_calibration_error),
+    ]
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _training_section(model_dir: Path | None, out: Path) -> Section:
+    """The checkpoint's own training record: curves.png, history and calibration, if present."""
+    sec = Section("training", "Training run")
+    if model_dir is None or not (model_dir / "config.json").is_file():
+        sec.text.append("No checkpoint folder given, so no training record.")
+        return sec
+    config = json.loads((model_dir / "config.json").read_text())
+    args = config.get("train_args", {})
+    sec.text.append(f"Checkpoint: {model_dir}")
+    rows = []
+    for key in ("model", "image_size", "epochs", "batch_size", "lr", "ema", "seed"):
+        if key in args:
+            rows.append([f"train {key}", str(args[key])])
+    training = config.get("training", {})
+    if training:
+        rows.append(["epochs run", str(training.get("epochs_run"))])
+        rows.append(["training time", f"{training.get('seconds', 0) / 60:.1f} min"])
+    cal = config.get("calibration", {})
+    if "temperature" in cal:
+        rows.append(["temperature", _num(cal["temperature"], 3)])
+    if "ece_before" in cal:
+        rows.append(
+            ["validation ECE before -> after", f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"]
+        )
+    val = config.get("metrics", {}).get("validation", {})
+    if val:
+        rows.append(["validation accuracy", _num(val.get("accuracy"))])
+        rows.append(["validation ROC-AUC", _num(val.get("roc_auc"))])
+    history_file = model_dir / "history.json"
+    if history_file.is_file():
+        history = json.loads(history_file.read_text())
+        if history:
+            best = min(history, key=lambda h: h["val_loss"])
+            rows.append(
+                [
+                    "best epoch (val loss)",
+                    f"{best['epoch']}: loss {best['val_loss']:.4f}, acc {best['val_acc']:.4f}",
+                ]
+            )
+        sec.text.append(f"Per-epoch history: {model_dir / 'history.csv'}")
+    sec.table = (["", "value"], rows)
+    if (model_dir / "curves.png").is_file():
+        shutil.copyfile(model_dir / "curves.png", out / "training_curves.png")
+        sec.images.append(("training_curves.png", "Loss and accuracy per epoch (from train)."))
+    else:
+        sec.text.append("This checkpoint folder has no curves.png.")
+    return sec
+
+
+def build_sections(
+    result: dict, out: Path, model_dir: Path | None = None, n_boot: int = 1000, seed: int = 0
+) -> list[Section]:
+    """Compute every section and write its figures into ``out``."""
+    preds = result.get("predictions") or []
+    if not preds:
+        raise ValueError("the evaluation has no predictions to report on")
+    y = np.array([d["label"] for d in preds], dtype=int)
+    p = np.array([d["female_probability"] for d in preds], dtype=float)
+    both = len(np.unique(y)) == 2
+
+    def fig(name: str, png: bytes) -> str:
+        (out / name).write_bytes(png)
+        return name
+
+    model = result.get("model", {})
+    summary = Section("summary", "Summary")
+    counts = np.bincount(y, minlength=2)
+    summary.text += [
+        f"{len(y)} images ({counts[0]} male, {counts[1]} female), "
+        f"{len(result.get('skipped', []))} skipped.",
+        f"Model: {model.get('name', '?')} ({model.get('backend', '?')} backend), "
+        f"temperature {_num(model.get('temperature'), 3)}. Positive class: female; "
+        "a face is called female when P(female) >= 0.5.",
+    ]
+
+    metrics = Section("metrics", "Headline metrics with 95 % intervals")
+    rows = headline(y, p, n_boot)
+    metrics.table = (
+        ["metric", "value", "95 % interval", "interval method"],
+        [
+            [
+                r["metric"],
+                _num(r["value"]),
+                f"{_num(r['ci95'][0])} - {_num(r['ci95'][1])}",
+                r["method"],
+            ]
+            for r in rows
+        ],
+    )
+    metrics.text.append(
+        "Wilson score intervals for proportions; percentile bootstrap over images otherwise."
+    )
+
+    matrix = result.get("confusion", {}).get("matrix") or np.zeros((2, 2), int).tolist()
+    confusion = Section("confusion", "Confusion matrix")
+    confusion.table = (
+        ["truth \\ predicted", *LABELS],
+        [[LABELS[i], *(str(v) for v in row)] for i, row in enumerate(matrix)],
+    )
+    confusion.images.append((fig("confusion.png", plots.confusion_png(matrix)), "Rows: truth."))
+
+    curves = Section("curves", "ROC and precision-recall curves")
+    if both:
+        curves.images += [
+            (fig("roc.png", plots.roc_png(y, p)), "ROC curve (positive: female)."),
+            (fig("pr.png", plots.pr_png(y, p)), "Precision-recall curve (positive: female)."),
+        ]
+    else:
+        curves.text.append("Only one class present: ROC and PR curves are undefined.")
+
+    calibration = Section("calibration", "Calibration (reliability diagram)")
+    calibration.text.append(
+        "Bars: observed share of women among images whose P(female) falls in each bin; a "
+        "calibrated model sits on the diagonal. Below: images per bin."
+    )
+    calibration.images.append(
+        (fig("reliability.png", plots.reliability_png(y, p)), "Reliability diagram.")
+    )
+
+    groups = Section("groups", "Accuracy by group")
+    for name, title in GROUP_TITLES.items():
+        table = result.get("groups", {}).get(name)
+        if table and name != "age":  # age bands come in age order; the rest alphabetical
+            table = dict(sorted(table.items()))
+        if table:
+            groups.images.append((fig(f"groups_{name}.png", plots.group_png(table, title)), title))
+        else:
+            groups.text.append(f"{title}: no {name} labels in this data.")
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(preds), size=min(25, len(preds)), replace=False)
+    samples = Section("samples", "Sample predictions")
+    samples.text.append(
+        f"{len(pick)} images drawn at random (seed {seed}); title: predicted label and its "
+        "probability, then the truth. Green: right, red: wrong."
+    )
+    samples.images.append(
+        (
+            fig(
+                "samples.png",
+                plots.prediction_grid_png([preds[i] for i in sorted(pick)], "Sample predictions"),
+            ),
+            "Random sample.",
+        )
+    )
+
+    wrong = np.flatnonzero((p >= 0.5).astype(int) != y)
+    conf = np.maximum(p, 1 - p)
+    worst = wrong[np.argsort(-conf[wrong], kind="stable")][:25]
+    mistakes = Section("mistakes", "Most confident mistakes")
+    if len(worst):
+        mistakes.text.append(
+            f"{len(wrong)} mistakes in all; the {len(worst)} made with the highest confidence."
+        )
+        mistakes.images.append(
+            (
+                fig(
+                    "mistakes.png",
+                    plots.prediction_grid_png([preds[i] for i in worst], "Most confident mistakes"),
+                ),
+                "Most confident mistakes.",
+            )
+        )
+        mistakes.table = (
+            ["file", "truth", "P(female)"],
+            [[preds[i]["path"], LABELS[y[i]], f"{p[i]:.4f}"] for i in worst],
+        )
+    else:
+        mistakes.text.append("No mistakes.")
+
+    skipped = Section("skipped", "Skipped files")
+    skip = result.get("skipped", [])
+    if skip:
+        skipped.table = (["file", "reason"], [[s["path"], s["reason"]] for s in skip])
+    else:
+        skipped.text.append("None: every file was read.")
+
+    return [
+        summary,
+        metrics,
+        confusion,
+        curves,
+        calibration,
+        groups,
+        samples,
+        mistakes,
+        _training_section(model_dir, out),
+        skipped,
+    ]
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1f2328;line-height:1.45}
+h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{margin-top:1.8em;color:#0b3d91}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+td,th{border:1px solid #d0d7de;padding:.25em .6em;text-align:left}th{background:#f6f8fa}
+figure{display:inline-block;margin:.4em 1em .4em 0;vertical-align:top}
+figcaption{font-size:.85em;color:#57606a}img{max-width:100%}
+nav a{margin-right:.8em}
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(sections: list[Section], out: Path, title: str) -> str:
+    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
+    parts = [
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>"
+    ]
+    for s in sections:
+        parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
+        parts += [f"<p>{html.escape(t)}</p>" for t in s.text]
+        if s.table:
+            parts.append(_html_table(*s.table))
+        for name, caption in s.images:
+            data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _md_cell(x: str) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(sections: list[Section], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for s in sections:
+        lines += [f'<a id="{s.id}"></a>', "", f"## {s.title}", ""]
+        for t in s.text:
+            lines += [t, ""]
+        if s.table:
+            header, rows = s.table
+            lines.append("| " + " | ".join(_md_cell(h) or " " for h in header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        for name, caption in s.images:
+            lines += [f"![{caption}]({name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    result: dict,
+    out: str | Path,
+    model_dir: str | Path | None = None,
+    title: str = "facegender evaluation report",
+    n_boot: int = 1000,
+) -> dict[str, Path]:
+    """Write ``report.html``, ``report.md`` and their PNG figures into ``out``; returns paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = build_sections(result, out, Path(model_dir) if model_dir else None, n_boot)
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(render_html(sections, out, title), encoding="utf-8")
+    md_path.write_text(render_markdown(sections, title), encoding="utf-8")
+    return {"html": html_path, "markdown": md_path}
