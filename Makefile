@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q $(TORCH) -e '.[train,test]'
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[train,serve,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -258,6 +258,102 @@ def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
         click.echo(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB)")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--max-mb", default=10.0, show_default=True, type=float, help="Largest upload in MiB."
+)
+@click.option(
+    "--threads", default=None, type=int, help="Classifier threads per worker (default: torch's)."
+)
+def serve(host, port, model, workers, max_mb, threads) -> None:
+    """Serve the web page at / and the JSON API at /v1/predict (docs at /docs)."""
+    try:
+        from facegender.checkpoint import resolve_model_dir
+        from facegender.serve.run import serve as run_serve
+
+        if model is None:
+            resolve_model_dir(None)
+        elif not Path(model).exists():
+            raise FileNotFoundError(f"no model at {model}")
+    except ModuleNotFoundError as e:
+        raise _Fail(f"serve needs the serve extra (facegender[serve]): {e}") from None
+    except FileNotFoundError as e:
+        raise _Fail(str(e)) from None
+    run_serve(host, port, model, workers, max_bytes=int(max_mb * 2**20), threads=threads)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", default=None, help="Checkpoint folder or .onnx (default: bundled model).")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    default="table",
+    show_default=True,
+    help="csv: one row per face (one row for an image with no face or an error).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write results here, not stdout.")
+@click.option("--annotate", type=click.Path(file_okay=False), help="Write labelled copies here.")
+@click.option("--no-detect", is_flag=True, help="Each image is one face crop (no detection).")
+@click.option("--min-face", default=20, show_default=True, type=int, help="Smallest face, px.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=None,
+    type=int,
+    help="Decode/detect processes (default: cores - 1 for folders, 0 for a few images).",
+)
+@click.option("--resume", is_flag=True, help="Skip images already in --out (jsonl/csv).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+def predict(paths, model, recursive, fmt, out, annotate, no_detect, min_face, batch_size, workers,
+            resume, progress) -> None:  # fmt: skip
+    """Find every face in the images at PATHS (files or folders) and tell male or female.
+
+    Unreadable images become error rows; the exit code is 0 whenever every image was tried.
+    """
+    from facegender.predict_io import run_predict
+
+    try:
+        run_predict(
+            list(paths), model=model, fmt=fmt, out=out, recursive=recursive, annotate=annotate,
+            detect=not no_detect, min_face=min_face, batch_size=batch_size, workers=workers,
+            resume=resume, progress=progress, log=lambda m: click.echo(m, err=True),
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        raise _Fail(str(e)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@cli.command()
+@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+def demo(model, out) -> None:
+    """Predict on the bundled example photos; write labelled copies to OUT."""
+    from facegender.checkpoint import bundled_model_dir
+    from facegender.predict_io import run_predict
+
+    photos = Path(__file__).resolve().parents[2] / "examples" / "photos"
+    if not photos.is_dir():
+        raise _Fail(f"no example photos at {photos} (run the demo from a clone of the repository)")
+    if model is None and not (bundled_model_dir() / "config.json").is_file():
+        raise _Fail(
+            f"the bundled model is not there yet ({bundled_model_dir()}); train it with "
+            "`make bundle` or pass --model CHECKPOINT"
+        )
+    try:
+        run_predict([str(photos)], model=model, annotate=out, workers=0, progress=False)
+    except (ValueError, FileNotFoundError) as e:
+        raise _Fail(str(e)) from None
+    click.echo(f"annotated copies in {out}/")
+
+
 def main() -> None:
     cli(prog_name="facegender")
 

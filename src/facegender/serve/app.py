@@ -1,0 +1,171 @@
+"""The web service: ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``, the page at ``/``.
+
+The model is loaded once, in the lifespan, and every request is answered by the one
+:class:`facegender.predict.Predictor`. Decoding, detection and the classifier run in worker
+threads behind a capacity limiter, so the event loop keeps answering health checks and memory
+stays bounded however many uploads arrive at once. Every error is JSON ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facegender import __version__
+from facegender.serve.model_info import model_summary
+from facegender.serve.upload import FIELD, UploadError, read_upload
+
+log = logging.getLogger("facegender.serve")
+
+DEFAULT_MAX_BYTES = 10 * 2**20
+# Images decoded and classified at once; each may hold up to preprocess.MAX_PIXELS pixels.
+DEFAULT_CONCURRENCY = 2
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {FIELD: {"type": "string", "format": "binary"}},
+                    "required": [FIELD],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "400": {"description": "Empty, truncated or undecodable upload"},
+        "413": {"description": "Upload over the byte limit, or too many pixels"},
+        "415": {"description": "Not an image, or an unsupported content type"},
+    },
+}
+
+
+def static_dir() -> Path:
+    """The page's HTML, JS and CSS, shipped inside the package (no CDN)."""
+    return Path(str(resources.files("facegender") / "static"))
+
+
+def error_status(message: str) -> int:
+    """HTTP status for a predictor ``error`` result: the client's fault unless detection broke."""
+    if message.startswith("image too large"):
+        return 413
+    if message.startswith("not an image"):
+        return 415
+    if message.startswith("face detection failed"):
+        return 500
+    return 400
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    predictor=None,
+    model: str | Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    threads: int | None = None,
+) -> FastAPI:
+    """Build the app. ``predictor`` wins; else a Predictor for ``model`` is loaded at startup."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.predictor is None:
+            from facegender.predict import Predictor
+
+            app.state.predictor = await anyio.to_thread.run_sync(
+                lambda: Predictor(model=model, threads=threads)
+            )
+        app.state.limiter = anyio.CapacityLimiter(max(1, int(concurrency)))
+        yield
+
+    app = FastAPIOffline(
+        title="facegender",
+        version=__version__,
+        description="Find the faces in a photo and tell whether each is male or female.",
+        lifespan=lifespan,
+        static_url="/static-docs",
+    )
+    app.state.predictor = predictor
+    app.state.max_bytes = int(max_bytes)
+    app.state.limiter = None
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_request: Request, exc: UploadError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        return _error(422, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, "internal server error")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(static_dir() / "index.html")
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/healthz")
+    async def healthz():
+        """Liveness: the model is loaded and the event loop answers."""
+        return {"status": "ok", "pid": os.getpid()}
+
+    @app.get("/v1/model")
+    async def model_info(request: Request):
+        """The loaded checkpoint: name, version, calibration and validation metrics summary."""
+        p = request.app.state.predictor
+        return model_summary(p.classifier.config, getattr(p.cropper, "detector_name", None))
+
+    @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
+    async def predict(request: Request):
+        """Every face in the uploaded image: box [x, y, w, h], gender and P(female).
+
+        Send multipart/form-data with field ``file``, or the raw bytes with an ``image/*``
+        content type. The answer is the same object ``facegender predict --format json`` gives.
+        """
+        data = await read_upload(request, request.app.state.max_bytes)
+        state = request.app.state
+        if state.limiter is None:
+            state.limiter = anyio.CapacityLimiter(max(1, int(concurrency)))
+        run = state.predictor.predict
+        result = await anyio.to_thread.run_sync(run, data, limiter=state.limiter)
+        if result.status == "error":
+            return _error(error_status(result.error or ""), result.error or "cannot decode")
+        return result.to_dict()
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (one per worker process when ``--workers`` > 1)."""
+    threads = os.environ.get("FACEGENDER_THREADS")
+    return create_app(
+        model=os.environ.get("FACEGENDER_MODEL") or None,
+        max_bytes=int(os.environ.get("FACEGENDER_MAX_BYTES", DEFAULT_MAX_BYTES)),
+        concurrency=int(os.environ.get("FACEGENDER_CONCURRENCY", DEFAULT_CONCURRENCY)),
+        threads=int(threads) if threads else None,
+    )
