@@ -252,8 +252,12 @@ def report_skipped(skipped: list, path: Path, log=print) -> None:
         log(f"  e.g. {s.path}: {s.reason}")
 
 
-def prepare_data(cfg: TrainConfig, log=print):
-    """Read, decode (cached) and split: returns arrays, samples and train/val indices."""
+def prepare_data(cfg: TrainConfig, log=print, split: tuple[list[int], list[int]] | None = None):
+    """Read, decode (cached) and split: returns arrays, samples and train/val indices.
+
+    ``split`` gives explicit (train, val) indices into the decoded ``cfg.data`` (cross-validation
+    uses it to hold a fold out); indices in neither are not used at all.
+    """
     pre = cfg.preprocess()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     train_ds = read_data(cfg.data)
@@ -265,6 +269,8 @@ def prepare_data(cfg: TrainConfig, log=print):
         va_idx = list(range(len(train_ds.samples), len(train_ds.samples) + len(val_ds.samples)))
         arrays = np.concatenate([np.asarray(arrays), np.asarray(val_arrays)])
         train_ds = DataSet(train_ds.samples + val_ds.samples, train_ds.skipped + val_ds.skipped)
+    elif split is not None:
+        tr_idx, va_idx = sorted(int(i) for i in split[0]), sorted(int(i) for i in split[1])
     else:
         tr_idx, va_idx = split_validation(train_ds, cfg.val_split, cfg.seed)
     if cfg.max_train and len(tr_idx) > cfg.max_train:
@@ -278,8 +284,16 @@ def prepare_data(cfg: TrainConfig, log=print):
     return np.ascontiguousarray(arrays), train_ds, tr_idx, va_idx
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
-    """Train, checkpoint every epoch, calibrate; returns the output folder (best checkpoint)."""
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    log=print,
+    split: tuple[list[int], list[int]] | None = None,
+) -> Path:
+    """Train, checkpoint every epoch, calibrate; returns the output folder (best checkpoint).
+
+    ``split``: explicit (train, val) indices, see :func:`prepare_data`.
+    """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -288,7 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     np.random.seed(cfg.seed)
 
     t_start = time.perf_counter()
-    arrays, ds, tr_idx, va_idx = prepare_data(cfg, log)
+    arrays, ds, tr_idx, va_idx = prepare_data(cfg, log, split)
     labels = np.array([s.label for s in ds.samples], dtype=np.float32)
     val_x, val_y = arrays[va_idx], labels[va_idx]
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
