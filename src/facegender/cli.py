@@ -3,6 +3,7 @@ same job, so the CLI, the Python API and the web service share one code path."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import tomllib
@@ -144,22 +145,10 @@ def models_cmd() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(**opts) -> None:
     """Train a model on DATA and write a checkpoint folder to OUT."""
-    from facegender.augment import AugmentConfig
-    from facegender.train import TrainConfig
     from facegender.train import train as run_train
 
-    aug = AugmentConfig(**{k: opts.pop(k) for k in AugmentConfig.__dataclass_fields__})
     resume = opts.pop("resume")
-    try:
-        opts["model_kwargs"] = (
-            json.loads(opts["model_kwargs"])
-            if isinstance(opts["model_kwargs"], str)
-            else dict(opts["model_kwargs"])
-        )
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"--model-kwargs is not JSON: {e}") from None
-    opts["data"], opts["val"] = list(opts["data"]), list(opts["val"])
-    cfg = TrainConfig(augment=aug, **opts)
+    cfg = _train_config(opts)
     out = Path(cfg.out)
     if (out / "last").exists() and not resume:
         raise _Fail(
@@ -171,6 +160,62 @@ def train(**opts) -> None:
         sys.exit(130)
     except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None
+
+
+def _train_config(opts: dict):
+    """A TrainConfig from the train command's options (shared by ``train`` and ``cv``)."""
+    from facegender.augment import AugmentConfig
+    from facegender.train import TrainConfig
+
+    aug = AugmentConfig(**{k: opts.pop(k) for k in AugmentConfig.__dataclass_fields__})
+    try:
+        opts["model_kwargs"] = (
+            json.loads(opts["model_kwargs"])
+            if isinstance(opts["model_kwargs"], str)
+            else dict(opts["model_kwargs"])
+        )
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"--model-kwargs is not JSON: {e}") from None
+    opts["data"], opts["val"] = list(opts["data"]), list(opts.get("val", ()))
+    return TrainConfig(augment=aug, **opts)
+
+
+def _cv_params() -> list[click.Parameter]:
+    """The train command's options, reused (not retyped) by ``cv``; --val and --resume do not
+    apply: each fold makes its own validation split and finished folds are always kept."""
+    params = []
+    for p in train.params:
+        if p.name in ("val", "resume"):
+            continue
+        if p.name == "out":
+            p = copy.copy(p)
+            p.help = "CV folder: fold_K/ checkpoints, held-out manifests, cv.json."
+        params.append(p)
+    return params
+
+
+@cli.command(params=_cv_params())
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2))
+@click.option(
+    "--group-by",
+    type=click.Choice(["none", "source"]),
+    default="none",
+    show_default=True,
+    help="none: folds stratified by source x label; source: hold out whole sources.",
+)
+def cv(folds, group_by, **opts) -> None:
+    """k-fold cross-validation: a training run and an evaluation per fold; writes OUT/cv.json."""
+    from facegender.cv import cross_validate, format_summary
+
+    cfg = _train_config(opts)
+    try:
+        report = cross_validate(cfg, folds, group_by, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (ValueError, FileNotFoundError) as e:
+        raise _Fail(str(e)) from None
+    click.echo(format_summary(report))
+    click.echo(f"per-fold metrics: {Path(cfg.out) / 'cv.json'}")
 
 
 @cli.command()
