@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "load_model"]
+__all__ = ["Predictor", "__version__", "create_model", "list_models", "load_model"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from facegender import models
 
         return getattr(models, name)
+    if name == "Predictor":
+        from facegender.predict import Predictor
+
+        return Predictor
     if name == "load_model":
         from facegender.checkpoint import load_model
 

@@ -1,0 +1,327 @@
+"""The one predictor: photo in, every face's box and gender out. CLI, API and service all use it.
+
+Two stages, so folders can be processed at scale:
+
+1. :class:`FaceCropper` (numpy, Pillow and the detector only, no model): decode the image, find
+   the faces, cut each one out like a training crop (:mod:`facegender.align`) and make it model
+   input (:func:`facegender.preprocess.face_array`). It is picklable and runs in worker processes.
+2. :class:`Predictor` batches the crops through the classifier from
+   :func:`facegender.classifier.load_classifier` and builds one :class:`ImageResult` per image.
+
+A bad image never raises: it becomes a result with ``status="error"`` and a readable reason, and
+the batch goes on. Memory stays flat for any number of inputs: sources are consumed lazily, at
+most a few batches are in flight, and results are yielded in input order as they are ready.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegender.labels import LABELS
+from facegender.preprocess import ImageDecodeError, PreprocessConfig, face_array, open_image
+
+STATUSES = ("ok", "no_face", "error")
+
+
+@dataclass
+class Face:
+    """One face: ``box`` = [x, y, w, h] in pixels of the (EXIF-rotated) image."""
+
+    box: list[int]
+    score: float
+    gender: str
+    female_probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [int(v) for v in self.box],
+            "score": round(float(self.score), 4),
+            "gender": self.gender,
+            "female_probability": round(float(self.female_probability), 4),
+        }
+
+
+@dataclass
+class ImageResult:
+    """What happened to one image: ``status`` ok, no_face or error (the reason is in ``error``)."""
+
+    path: str | None
+    status: str
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    faces: list[Face] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "error": self.error,
+            "width": self.width,
+            "height": self.height,
+            "faces": [f.to_dict() for f in self.faces],
+        }
+
+
+@dataclass
+class Crops:
+    """Stage-1 output for one image: face boxes, scores and model-ready ``uint8`` crops."""
+
+    path: str | None
+    status: str
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    boxes: list[list[int]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    arrays: np.ndarray | None = None  # K x S x S x C uint8
+
+
+def _int_box(box, width: int, height: int) -> list[int]:
+    x, y, w, h = box
+    x0, y0 = max(0, round(x)), max(0, round(y))
+    x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+    return [int(x0), int(y0), int(max(0, x1 - x0)), int(max(0, y1 - y0))]
+
+
+class FaceCropper:
+    """Decode, detect and crop: everything before the classifier (picklable, model-free).
+
+    ``detect=False`` treats the whole image as one face crop, exactly like evaluation does.
+    Faces narrower than ``min_face`` pixels (in the original image) are ignored.
+    """
+
+    def __init__(
+        self,
+        preprocess: PreprocessConfig,
+        detect: bool = True,
+        min_face: int = 20,
+        detector: str = "yunet",
+        detector_kwargs: dict | None = None,
+    ):
+        self.preprocess = preprocess
+        self.detect = detect
+        self.min_face = int(min_face)
+        self.detector_name = detector
+        self.detector_kwargs = dict(detector_kwargs or {})
+        self._detector = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_detector": None}  # each process builds its own detector
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from facegender.detect import get_detector
+
+            self._detector = get_detector(self.detector_name, **self.detector_kwargs)
+        return self._detector
+
+    def __call__(self, image: Any, bgr: bool = False, path: str | None = None) -> Crops:
+        if path is None and isinstance(image, str | Path):
+            path = str(image)
+        try:
+            img = open_image(image, bgr=bgr)
+        except ImageDecodeError as e:
+            return Crops(path, "error", str(e))
+        except Exception as e:  # an unexpected decoder failure is still one bad image
+            return Crops(path, "error", f"cannot decode: {type(e).__name__}: {e}")
+        w, h = img.size
+        if not self.detect:
+            return Crops(
+                path,
+                "ok",
+                None,
+                w,
+                h,
+                [[0, 0, w, h]],
+                [1.0],
+                face_array(img, self.preprocess)[None],
+            )
+        from facegender.align import align_face
+
+        try:
+            found = [d for d in self.detector.detect(img) if min(d.box[2:]) >= self.min_face]
+            boxes = [_int_box(d.box, w, h) for d in found]
+            arrays = [face_array(align_face(img, d), self.preprocess) for d in found]
+        except Exception as e:
+            return Crops(path, "error", f"face detection failed: {type(e).__name__}: {e}", w, h)
+        if not found:
+            return Crops(path, "no_face", None, w, h)
+        return Crops(path, "ok", None, w, h, boxes, [d.score for d in found], np.stack(arrays))
+
+
+# -- worker processes ---------------------------------------------------------------------------
+
+_WORKER_CROPPER: FaceCropper | None = None
+
+
+def _worker_init(cropper: FaceCropper) -> None:
+    global _WORKER_CROPPER
+    _WORKER_CROPPER = cropper
+
+
+def _worker_run(item: tuple[Any, bool, str | None]) -> Crops:
+    return _WORKER_CROPPER(*item)
+
+
+def _parallel_crops(
+    cropper: FaceCropper, items: Iterator[tuple[Any, bool, str | None]], workers: int
+) -> Iterator[Crops]:
+    """Run ``cropper`` in ``workers`` processes, in order, with a bounded number in flight."""
+    # spawn: forking a process that has loaded torch/OpenMP can deadlock; workers need no model.
+    ctx = mp.get_context("spawn")
+    limit = workers * 8
+    window: deque = deque()
+    pool = None
+    try:
+        while True:
+            if pool is None:
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=ctx, initializer=_worker_init, initargs=(cropper,)
+                )
+                window = deque((it, pool.submit(_worker_run, it)) for it, _ in window)
+            while len(window) < limit:
+                it = next(items, None)
+                if it is None:
+                    break
+                window.append((it, pool.submit(_worker_run, it)))
+            if not window:
+                return
+            it, fut = window[0]
+            try:
+                crops = fut.result()
+            except BrokenProcessPool:
+                # A decoder crashed its process: report that image, restart, resubmit the rest.
+                window.popleft()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+                yield Crops(_item_path(it), "error", "worker process crashed on this image")
+                continue
+            window.popleft()
+            yield crops
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _item_path(item: tuple[Any, bool, str | None]) -> str | None:
+    source, _, path = item
+    if path is None and isinstance(source, str | Path):
+        return str(source)
+    return path
+
+
+# -- the predictor ------------------------------------------------------------------------------
+
+
+class Predictor:
+    """Find every face in an image and classify it.
+
+    ``model``: checkpoint folder or ``.onnx`` file (None: the bundled model). ``detect=False``
+    treats each image as one face crop (box = whole image, score 1.0). ``min_face``: smallest face
+    width in pixels. ``threads``: classifier threads. ``workers``: default decode/detect processes
+    for :meth:`predict_iter` (0: in this process). ``max_side``: frames are downscaled to this
+    longest side before detection.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        detect: bool = True,
+        min_face: int = 20,
+        threads: int | None = None,
+        *,
+        backend: str = "auto",
+        classifier=None,
+        detector: str = "yunet",
+        max_side: int = 640,
+        min_score: float = 0.5,
+        batch_size: int = 64,
+        workers: int = 0,
+    ):
+        if classifier is None:
+            from facegender.classifier import load_classifier
+
+            classifier = load_classifier(model, backend=backend, threads=threads)
+        self.classifier = classifier
+        self.batch_size = max(1, int(batch_size))
+        self.workers = int(workers)
+        self.cropper = FaceCropper(
+            classifier.preprocess,
+            detect=detect,
+            min_face=min_face,
+            detector=detector,
+            detector_kwargs={"max_side": max_side, "min_score": min_score},
+        )
+
+    def predict(self, image: Any, bgr: bool = False, path: str | None = None) -> ImageResult:
+        """One image (path, bytes, PIL image or numpy array; RGB unless ``bgr=True``)."""
+        return self._classify([self.cropper(image, bgr=bgr, path=path)])[0]
+
+    def predict_batch(
+        self,
+        images: Iterable[Any],
+        bgr: bool = False,
+        paths: Iterable[str | None] | None = None,
+        workers: int | None = None,
+    ) -> list[ImageResult]:
+        """A list of images; the results come back in the same order."""
+        return list(self.predict_iter(images, bgr=bgr, paths=paths, workers=workers))
+
+    def predict_iter(
+        self,
+        images: Iterable[Any],
+        bgr: bool = False,
+        paths: Iterable[str | None] | None = None,
+        workers: int | None = None,
+    ) -> Iterator[ImageResult]:
+        """Stream results in input order; ``images`` is consumed lazily (folders of any size)."""
+        path_iter = iter(paths) if paths is not None else None
+        items = (
+            (img, bgr, next(path_iter, None) if path_iter is not None else None) for img in images
+        )
+        workers = self.workers if workers is None else int(workers)
+        if workers > 0:
+            crops_iter = _parallel_crops(self.cropper, items, workers)
+        else:
+            crops_iter = (self.cropper(*it) for it in items)
+        pending: list[Crops] = []
+        n_faces = 0
+        for crops in crops_iter:
+            pending.append(crops)
+            n_faces += len(crops.boxes)
+            if n_faces >= self.batch_size or len(pending) >= self.batch_size:
+                yield from self._classify(pending)
+                pending, n_faces = [], 0
+        if pending:
+            yield from self._classify(pending)
+
+    def _classify(self, batch: list[Crops]) -> list[ImageResult]:
+        arrays = [c.arrays for c in batch if c.arrays is not None and len(c.arrays)]
+        probs = (
+            iter(self.classifier.probabilities(np.concatenate(arrays)).tolist()) if arrays else None
+        )
+        out = []
+        for c in batch:
+            faces = []
+            for box, score in zip(c.boxes, c.scores, strict=True):
+                p = float(next(probs))
+                faces.append(Face(box, float(score), LABELS[int(p >= 0.5)], p))
+            out.append(ImageResult(c.path, c.status, c.error, c.width, c.height, faces))
+        return out
+
+
+def default_workers() -> int:
+    """Decode/detect processes for folders: the cores left after the classifier's process."""
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
