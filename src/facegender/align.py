@@ -3,8 +3,8 @@
 The classifier learnt from UTKFace's "aligned & cropped" 200 x 200 images: eyes level, the face
 filling the frame from eyebrows to chin. A face found in a photo is mapped onto the same frame
 with a similarity transform (rotation from the eye line, uniform scale and shift fitted to its
-five landmarks), so eye level, position and scale match what the model saw. The square crop it returns then goes through
-:func:`facegender.preprocess.face_array` exactly like a training image.
+five landmarks), so eye level, position and scale match what the model saw. The square crop it
+returns then goes through :func:`facegender.preprocess.face_array` exactly like a training image.
 
 The template below was measured, not guessed: ``benchmarks/measure_align_template.py`` ran the
 YuNet detector on 400 UTKFace images (the first by sha1 of the file name, outside the last 10 %)
