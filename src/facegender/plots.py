@@ -1,7 +1,8 @@
-"""The evaluation report's figures, each returned as PNG bytes (matplotlib, Agg backend).
+"""The evaluation report's figures, each returned as PNG bytes (matplotlib, rendered by Agg).
 
 Bytes rather than files so the same figure can be written beside ``report.md`` and embedded in
-``report.html`` as a data URI.
+``report.html`` as a data URI. Figures are built with ``matplotlib.figure.Figure``, not pyplot, so
+making a report never switches the backend of a notebook or an application that imports us.
 """
 
 from __future__ import annotations
@@ -16,29 +17,25 @@ from facegender.labels import LABELS
 GOOD, BAD = "#1a7f37", "#cf222e"
 
 
-def _plt():
-    import matplotlib
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def to_png(fig, dpi: int = 100) -> bytes:
-    """Render and close ``fig``."""
+    """Render ``fig`` as PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 
 def confusion_png(matrix: Sequence[Sequence[int]]) -> bytes:
     """Counts and row percentages; rows are the truth, columns the prediction."""
-    plt = _plt()
     m = np.asarray(matrix, dtype=float)
     rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig, ax = _subplots(figsize=(4.2, 3.6))
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for i in range(2):
         for j in range(2):
@@ -59,9 +56,8 @@ def confusion_png(matrix: Sequence[Sequence[int]]) -> bytes:
 def roc_png(y: np.ndarray, p: np.ndarray) -> bytes:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _plt()
     fpr, tpr, _ = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = _subplots(figsize=(4.2, 4))
     ax.plot(fpr, tpr, lw=2, label=f"AUC {roc_auc_score(y, p):.4f}")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
     ax.set(
@@ -79,9 +75,8 @@ def roc_png(y: np.ndarray, p: np.ndarray) -> bytes:
 def pr_png(y: np.ndarray, p: np.ndarray) -> bytes:
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _plt()
     prec, rec, _ = precision_recall_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = _subplots(figsize=(4.2, 4))
     ax.plot(rec, prec, lw=2, label=f"AP {average_precision_score(y, p):.4f}")
     ax.axhline(np.mean(y), ls="--", c="grey", lw=1, label="base rate")
     ax.set(
@@ -100,11 +95,10 @@ def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 10) -> bytes:
     """Observed female rate against mean predicted P(female) per bin, with the bin counts."""
     from facegender.metrics import calibration_bins, expected_calibration_error
 
-    plt = _plt()
     b = calibration_bins(y, p, bins)
     centres = (b["edges"][:-1] + b["edges"][1:]) / 2
     width = 1 / bins
-    fig, (ax, hx) = plt.subplots(
+    fig, (ax, hx) = _subplots(
         2, 1, figsize=(4.2, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     m = b["count"] > 0
@@ -124,12 +118,11 @@ def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 10) -> bytes:
 
 def group_png(table: dict[str, dict], title: str) -> bytes:
     """Horizontal accuracy bars per group with the Wilson 95 % interval and n."""
-    plt = _plt()
     keys = list(table)
     acc = np.array([table[k]["accuracy"] for k in keys])
     lo = np.array([table[k]["accuracy_ci95"][0] for k in keys])
     hi = np.array([table[k]["accuracy_ci95"][1] for k in keys])
-    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.38 * len(keys)))
+    fig, ax = _subplots(figsize=(6.5, 0.9 + 0.38 * len(keys)))
     yy = np.arange(len(keys))
     ax.barh(
         yy,
@@ -163,9 +156,8 @@ def prediction_grid_png(
     predictions: Sequence[dict], title: str, cols: int = 5, thumb: int = 112
 ) -> bytes:
     """Thumbnails titled with prediction, its probability and truth; green right, red wrong."""
-    plt = _plt()
     rows = max(1, -(-len(predictions) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.8, rows * 2.05 + 0.4), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.8, rows * 2.05 + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, d in zip(axes.flat, predictions, strict=False):
