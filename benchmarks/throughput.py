@@ -56,6 +56,8 @@ def load(kind: str, model: Path, threads: int):
         return load_classifier(model / "model.int8.onnx", threads=threads)
     if kind == "onnx-notta":
         return load_classifier(model.with_name("notta"), backend="onnx", threads=threads)
+    if kind == "int8-notta":
+        return load_classifier(model.with_name("notta") / "model.int8.onnx", threads=threads)
     return load_classifier(model, backend=kind, threads=threads)
 
 
@@ -131,9 +133,11 @@ def accuracy(model: Path, data: list[str]) -> dict:
 
     out = {}
     probs = {}
-    for kind in ("onnx", "int8"):
-        clf = load(kind, model, threads=2)
-        r = evaluate(data, classifier=clf)
+    kinds = ["onnx", "int8"]
+    if (model.with_name("notta") / "model.int8.onnx").is_file():
+        kinds += ["onnx-notta", "int8-notta"]
+    for kind in kinds:
+        r = evaluate(data, classifier=load(kind, model, threads=2))
         out[kind] = {"n": r["n"], "accuracy": r["accuracy"], "roc_auc": r["roc_auc"]}
         probs[kind] = np.array([p["female_probability"] for p in r["predictions"]])
     a, b = probs["onnx"], probs["int8"]
@@ -256,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
         if calib:
             quantize_int8(model / "model.onnx", list(calib))
             kinds.append("int8")
+            if "onnx-notta" in kinds:
+                quantize_int8(model.with_name("notta") / "model.onnx", list(calib))
+                kinds.append("int8-notta")
         size = int(config["preprocess"]["image_size"])
 
         rows = []
@@ -344,6 +351,11 @@ def _print_summary(res: dict) -> None:
             f"{a['onnx']['accuracy']:.4f}, label agreement {a['label_agreement']:.4f}, "
             f"mean |dp| {a['mean_abs_prob_diff']:.4f}"
         )
+        if "int8-notta" in a:
+            print(
+                f"without flip TTA: fp32 {a['onnx-notta']['accuracy']:.4f}, "
+                f"int8 {a['int8-notta']['accuracy']:.4f}"
+            )
 
 
 if __name__ == "__main__":
