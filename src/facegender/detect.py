@@ -54,7 +54,7 @@ class YuNetDetector:
 
     name = "yunet"
 
-    def __init__(self, min_score: float = 0.5, max_side: int = 640, threads: int | None = None):
+    def __init__(self, min_score: float = 0.5, max_side: int = 512, threads: int | None = None):
         _limit_omp_threads(threads)
         import yuface  # noqa: F401  (fail early, at construction, if the package is missing)
 

@@ -245,7 +245,7 @@ class Predictor:
         backend: str = "auto",
         classifier=None,
         detector: str = "yunet",
-        max_side: int = 640,
+        max_side: int = 512,
         min_score: float = 0.5,
         batch_size: int = 64,
         workers: int = 0,
