@@ -86,6 +86,16 @@ def test_healthz_and_model_info(client, tiny_checkpoint):
     assert val["n"] == config["metrics"]["validation"]["n"]
     assert "groups" not in val  # a summary, not the whole model card
     assert info["image_size"] == config["preprocess"]["image_size"]
+    assert info["backend"] in ("torch", "onnx") and info["detector"] == "yunet"
+
+
+def test_serve_cli_refuses_a_missing_model(tmp_path):
+    from click.testing import CliRunner
+
+    from facegender.cli import cli
+
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no model at" in r.output
 
 
 def test_predict_face_matches_predictor(client, face_jpeg):

@@ -138,7 +138,8 @@ def create_app(
     async def model_info(request: Request):
         """The loaded checkpoint: name, version, calibration and validation metrics summary."""
         p = request.app.state.predictor
-        return model_summary(p.classifier.config, getattr(p.cropper, "detector_name", None))
+        detector = getattr(p.cropper, "detector_name", None)
+        return model_summary(p.classifier.config, detector, getattr(p.classifier, "backend", None))
 
     @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
     async def predict(request: Request):

@@ -11,7 +11,9 @@ from facegender import __version__
 HEADLINE = ("n", "accuracy", "accuracy_ci95", "roc_auc", "f1", "precision", "recall", "ece")
 
 
-def model_summary(config: dict[str, Any], detector: str | None = None) -> dict[str, Any]:
+def model_summary(
+    config: dict[str, Any], detector: str | None = None, backend: str | None = None
+) -> dict[str, Any]:
     """Name, version, preprocessing and a metrics summary; every number JSON-safe."""
     metrics = config.get("metrics") or {}
     summary = {
@@ -27,6 +29,7 @@ def model_summary(config: dict[str, Any], detector: str | None = None) -> dict[s
         "labels": config.get("labels"),
         "positive_label": config.get("positive_label"),
         "image_size": (config.get("preprocess") or {}).get("image_size"),
+        "backend": backend,
         "detector": detector,
         "calibration": config.get("calibration") or {},
         "metrics": summary,
