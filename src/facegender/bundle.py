@@ -30,7 +30,10 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
         raise SystemExit(f"{run} is not a finished run (status {config.get('status')!r})")
     dest.mkdir(parents=True, exist_ok=True)
     state = load_file(str(run / WEIGHTS_FILE))
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    # Conv/linear weights to float16; small buffers (BN statistics, normalisation) stay float32.
+    half = {
+        k: v.half() if v.is_floating_point() and v.numel() > 1024 else v for k, v in state.items()
+    }
     save_file(half, str(dest / WEIGHTS_FILE), metadata={"format": "pt", "dtype": "float16"})
     config["bundled"] = {"from_run": run.name, "weights_dtype": "float16"}
     write_json(dest / CONFIG_FILE, config)
