@@ -113,7 +113,7 @@ def test_one_class_report_says_curves_are_undefined(tmp_path, eval_dir):
     md = paths["markdown"].read_text()
     assert "ROC and PR curves are undefined" in md
     assert not (tmp_path / "roc.png").exists()
-    assert "No checkpoint folder given" in md
+    assert "no training record" in md
 
 
 def test_calibration_bins_match_ece():

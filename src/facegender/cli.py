@@ -242,10 +242,11 @@ def evaluate(data, model, fmt, out, no_cache, report_dir) -> None:
     except FileNotFoundError as e:
         raise _Fail(str(e)) from None
     if report_dir and result.get("n"):
-        from facegender.checkpoint import resolve_model_dir
+        from facegender.checkpoint import bundled_model_dir
         from facegender.report import write_report
 
-        paths = write_report(result, report_dir, model_dir=resolve_model_dir(model))
+        model_dir = Path(model) if model else bundled_model_dir()  # an .onnx file: no record
+        paths = write_report(result, report_dir, model_dir=model_dir)
         click.echo(f"report: {paths['html']}", err=True)
     result.pop("predictions", None)
     text = json.dumps(result, indent=2) if fmt == "json" else format_table(result)

@@ -112,7 +112,7 @@ def _training_section(model_dir: Path | None, out: Path) -> Section:
     """The checkpoint's own training record: curves.png, history and calibration, if present."""
     sec = Section("training", "Training run")
     if model_dir is None or not (model_dir / "config.json").is_file():
-        sec.text.append("No checkpoint folder given, so no training record.")
+        sec.text.append("No checkpoint folder (with config.json) given, so no training record.")
         return sec
     config = json.loads((model_dir / "config.json").read_text())
     args = config.get("train_args", {})
