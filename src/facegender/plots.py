@@ -91,7 +91,7 @@ def pr_png(y: np.ndarray, p: np.ndarray) -> bytes:
     return to_png(fig)
 
 
-def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 10) -> bytes:
+def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 15) -> bytes:
     """Observed female rate against mean predicted P(female) per bin, with the bin counts."""
     from facegender.metrics import calibration_bins, expected_calibration_error
 
