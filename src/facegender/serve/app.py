@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -30,8 +31,10 @@ from facegender.serve.upload import FIELD, UploadError, read_upload
 log = logging.getLogger("facegender.serve")
 
 DEFAULT_MAX_BYTES = 10 * 2**20
-# Images decoded and classified at once; each may hold up to preprocess.MAX_PIXELS pixels.
-DEFAULT_CONCURRENCY = 2
+# Images decoded and classified at once per worker process. 1 because the detector (yuface)
+# deadlocks when first called from two threads at once and is not documented as thread-safe;
+# the detector and classifier use several cores each anyway, and --workers scales further.
+DEFAULT_CONCURRENCY = 1
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -92,6 +95,9 @@ def create_app(
             app.state.predictor = await anyio.to_thread.run_sync(
                 lambda: Predictor(model=model, threads=threads)
             )
+        # One prediction before serving: the detector and classifier initialise here, in one
+        # thread, instead of inside the first requests.
+        await anyio.to_thread.run_sync(app.state.predictor.predict, np.zeros((64, 64, 3), np.uint8))
         app.state.limiter = anyio.CapacityLimiter(max(1, int(concurrency)))
         yield
 
