@@ -11,12 +11,13 @@ Prints markdown tables and writes benchmarks/results/bundled_model.json. Needs .
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from facegender.checkpoint import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,8 +107,7 @@ def main() -> int:
         print(
             f"\nadult worst-to-best race gap: {result['utkface_adult_race_gap_points']:.1f} points"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

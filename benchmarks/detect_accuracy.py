@@ -34,6 +34,8 @@ import numpy as np  # noqa: E402
 from _photos import compose, match  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from facegender.checkpoint import write_json  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -175,8 +177,7 @@ def main() -> int:
         "seed": args.seed,
     }
     print(json.dumps(result, indent=2))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

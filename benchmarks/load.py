@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from facegender.checkpoint import write_json
 from facegender.serve.local import LocalServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,9 +154,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     lm, rss = result["latency_ms"], result["rss_mb"]
     print(
         f"{result['requests']} requests at concurrency {args.concurrency} "
@@ -169,7 +167,7 @@ def main() -> None:
         f"{rss['after_load']} MB after load (growth {rss['growth_during_load']} MB); "
         f"alive after: {alive}"
     )
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

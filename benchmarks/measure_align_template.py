@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegender.checkpoint import write_json
 from facegender.detect import LANDMARK_NAMES, YuNetDetector
 from facegender.preprocess import open_image
 
@@ -76,8 +77,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import numpy as np
 from _photos import compose
 from PIL import Image
 
+from facegender.checkpoint import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "examples" / "photos"
 
@@ -127,8 +129,7 @@ def main() -> int:
         "summary_line": stderr.strip().splitlines()[-1] if stderr.strip() else "",
     }
     print(json.dumps(result, indent=2))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     tmp.cleanup()
     return 0
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facegender.checkpoint import write_json
+
 HERE = Path(__file__).resolve().parent
 BARS = {"faces_per_s_b64_2threads": 2000, "cold_start_s": 1.5, "rss_growth_mb": 20}
 
@@ -63,7 +65,7 @@ def load(kind: str, model: Path, threads: int):
 
 def without_tta(model: Path) -> Path:
     """A copy of the checkpoint with flip TTA off, exported: what TTA costs in throughput."""
-    from facegender.checkpoint import CONFIG_FILE, write_json
+    from facegender.checkpoint import CONFIG_FILE
     from facegender.export import export_onnx
 
     dst = model.with_name("notta")
@@ -298,10 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     _print_summary(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
     return result
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from facegender.checkpoint import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -68,8 +70,7 @@ def main() -> int:
         "command": " ".join(sys.argv),
     }
     print(json.dumps(result, indent=2))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -59,7 +59,10 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (no half-written file after a kill)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
