@@ -53,6 +53,14 @@ def confusion_png(matrix: Sequence[Sequence[int]]) -> bytes:
     return to_png(fig)
 
 
+def _unit_square_curve(fig, ax, title: str, xlabel: str, ylabel: str, legend: str) -> bytes:
+    """Finish a curve drawn on [0, 1] x [0, 1] (ROC, PR) the same way and return its PNG."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend)
+    return to_png(fig)
+
+
 def roc_png(y: np.ndarray, p: np.ndarray) -> bytes:
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -60,16 +68,14 @@ def roc_png(y: np.ndarray, p: np.ndarray) -> bytes:
     fig, ax = _subplots(figsize=(4.2, 4))
     ax.plot(fpr, tpr, lw=2, label=f"AUC {roc_auc_score(y, p):.4f}")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
-    ax.set(
-        xlabel="false positive rate (male called female)",
-        ylabel="true positive rate (female recall)",
-        title="ROC curve",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
+    return _unit_square_curve(
+        fig,
+        ax,
+        "ROC curve",
+        "false positive rate (male called female)",
+        "true positive rate (female recall)",
+        legend="lower right",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return to_png(fig)
 
 
 def pr_png(y: np.ndarray, p: np.ndarray) -> bytes:
@@ -79,16 +85,14 @@ def pr_png(y: np.ndarray, p: np.ndarray) -> bytes:
     fig, ax = _subplots(figsize=(4.2, 4))
     ax.plot(rec, prec, lw=2, label=f"AP {average_precision_score(y, p):.4f}")
     ax.axhline(np.mean(y), ls="--", c="grey", lw=1, label="base rate")
-    ax.set(
-        xlabel="recall (female)",
-        ylabel="precision (female)",
-        title="Precision-recall curve",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
+    return _unit_square_curve(
+        fig,
+        ax,
+        "Precision-recall curve",
+        "recall (female)",
+        "precision (female)",
+        legend="lower left",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    return to_png(fig)
 
 
 def reliability_png(y: np.ndarray, p: np.ndarray, bins: int = 15) -> bytes:
