@@ -2,20 +2,23 @@
 
 The model is loaded once, in the lifespan, and every request is answered by the one
 :class:`facegender.predict.Predictor`. Decoding, detection and the classifier run in worker
-threads behind a capacity limiter, so the event loop keeps answering health checks and memory
-stays bounded however many uploads arrive at once. Every error is JSON ``{"error": "..."}``.
+inference threads of their own (``concurrency`` of them, 1 by default), so the event loop keeps
+answering health checks. Always the same long-lived threads: the detector sees one caller, and
+glibc does not grow a new malloc arena for every thread of a pool, which is what made the resident
+memory creep up under load. Every error is JSON ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,19 +90,29 @@ def create_app(
 ) -> FastAPI:
     """Build the app. ``predictor`` wins; else a Predictor for ``model`` is loaded at startup."""
 
+    def executor() -> ThreadPoolExecutor:
+        if app.state.executor is None:
+            app.state.executor = ThreadPoolExecutor(
+                max(1, int(concurrency)), thread_name_prefix="facegender-infer"
+            )
+        return app.state.executor
+
+    async def in_executor(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(executor(), fn, *args)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if app.state.predictor is None:
             from facegender.predict import Predictor
 
-            app.state.predictor = await anyio.to_thread.run_sync(
-                lambda: Predictor(model=model, threads=threads)
-            )
-        # One prediction before serving: the detector and classifier initialise here, in one
-        # thread, instead of inside the first requests.
-        await anyio.to_thread.run_sync(app.state.predictor.predict, np.zeros((64, 64, 3), np.uint8))
-        app.state.limiter = anyio.CapacityLimiter(max(1, int(concurrency)))
-        yield
+            app.state.predictor = await in_executor(lambda: Predictor(model=model, threads=threads))
+        # One prediction before serving: the detector and classifier initialise here, in the
+        # inference thread, instead of inside the first requests.
+        await in_executor(app.state.predictor.predict, np.zeros((64, 64, 3), np.uint8))
+        try:
+            yield
+        finally:
+            executor().shutdown(wait=False, cancel_futures=True)
 
     app = FastAPIOffline(
         title="facegender",
@@ -110,7 +123,7 @@ def create_app(
     )
     app.state.predictor = predictor
     app.state.max_bytes = int(max_bytes)
-    app.state.limiter = None
+    app.state.executor = None
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request: Request, exc: UploadError):
@@ -155,11 +168,7 @@ def create_app(
         content type. The answer is the same object ``facegender predict --format json`` gives.
         """
         data = await read_upload(request, request.app.state.max_bytes)
-        state = request.app.state
-        if state.limiter is None:
-            state.limiter = anyio.CapacityLimiter(max(1, int(concurrency)))
-        run = state.predictor.predict
-        result = await anyio.to_thread.run_sync(run, data, limiter=state.limiter)
+        result = await in_executor(request.app.state.predictor.predict, data)
         if result.status == "error":
             return _error(error_status(result.error or ""), result.error or "cannot decode")
         return result.to_dict()
