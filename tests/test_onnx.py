@@ -218,3 +218,23 @@ def test_int8_model_tracks_fp32(onnx_checkpoint, synthetic_dirs):
     assert not np.allclose(pi, pf, atol=1e-6)  # really quantised
     assert np.mean((pi > 0.5) == (pf > 0.5)) >= 0.95
     assert np.abs(pi - pf).mean() < 0.05
+
+
+def test_bundle_ships_a_calibrated_fast_variant(tiny_checkpoint, tmp_path):
+    """bundle() writes float16 weights, model.onnx and the int8 no-TTA model.fast.onnx, and
+    `--model fast` style names resolve to the bundled files."""
+    from facegender.bundle import bundle
+    from facegender.checkpoint import FAST_ONNX_FILE, resolve_model
+    from facegender.classifier import load_classifier
+
+    dest = bundle(tiny_checkpoint, tmp_path / "bundled")
+    fast = load_classifier(dest / FAST_ONNX_FILE)
+    assert fast.backend == "onnx" and fast.config["model"]["kwargs"]["tta_flip"] is False
+    assert fast.config["calibration"]["fitted_on"] == "validation split"
+    default = json.loads((dest / "config.json").read_text())
+    assert default["model"]["kwargs"]["tta_flip"] is True
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    p_fast, p_full = fast.probabilities(x), load_classifier(dest).probabilities(x)
+    assert p_fast.shape == (8,) and np.all((p_fast > 0) & (p_fast < 1))
+    assert np.mean((p_fast >= 0.5) == (p_full >= 0.5)) >= 0.75
+    assert resolve_model("fast").name == FAST_ONNX_FILE and resolve_model(None).is_dir()

@@ -254,10 +254,9 @@ def test_demo(tiny_checkpoint, tmp_path):
     assert "two_people.jpg" in res.stdout and (tmp_path / "demo" / "two_people.jpg").is_file()
 
 
-def test_demo_without_bundled_model_says_so():
-    from facegender.checkpoint import bundled_model_dir
+def test_demo_without_bundled_model_says_so(monkeypatch, tmp_path):
+    import facegender.checkpoint
 
-    if (bundled_model_dir() / "config.json").is_file():
-        pytest.skip("the bundled model is installed")
+    monkeypatch.setattr(facegender.checkpoint, "bundled_model_dir", lambda: tmp_path / "none")
     res = _run("demo")
     assert res.exit_code != 0 and "bundled model" in res.output

@@ -20,11 +20,23 @@ from facegender.preprocess import PreprocessConfig
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
+# The bundled model's speed variant: int8, no flip TTA, its own temperature (see bundle.py).
+FAST_ONNX_FILE = "model.fast.onnx"
+BUNDLED_NAMES = ("default", "fast")
 
 
 def bundled_model_dir() -> Path:
     """The pretrained model shipped inside the package."""
     return Path(str(resources.files("facegender") / "weights" / "default"))
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """What ``--model`` names: a checkpoint folder or ``.onnx`` file, or a bundled model by name
+    (``default``, or ``fast`` for the int8 variant); a path that exists wins over a name."""
+    if model is None or (str(model) in BUNDLED_NAMES and not Path(model).exists()):
+        folder = bundled_model_dir()
+        return folder / FAST_ONNX_FILE if str(model) == "fast" else folder
+    return Path(model)
 
 
 def resolve_model_dir(path: str | Path | None) -> Path:

@@ -64,8 +64,11 @@ def load_classifier(
     onnxruntime when both exist (no torch import: fast start, small install), else PyTorch;
     ``"onnx"``/``"torch"`` force one. ``threads`` caps the intra-op threads (None: all cores).
     """
+    from facegender.checkpoint import resolve_model
+
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    model = resolve_model(model)
     if backend == "auto":
         backend = "onnx" if _onnx_usable(model) else "torch"
     if backend == "onnx":

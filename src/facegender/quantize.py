@@ -38,8 +38,17 @@ def calibration_arrays(data: list[str], cfg: PreprocessConfig, limit: int = 512,
     return np.asarray(arrays)[np.sort(idx)]
 
 
-def quantize_int8(onnx_file: str | Path, data: list[str], out: str | Path | None = None) -> Path:
-    """Write a QDQ int8 (per-channel weights) copy of ``onnx_file``; metadata is carried over."""
+def quantize_int8(
+    onnx_file: str | Path,
+    data: list[str] | None = None,
+    out: str | Path | None = None,
+    arrays: np.ndarray | None = None,
+) -> Path:
+    """Write a QDQ int8 (per-channel weights) copy of ``onnx_file``; metadata is carried over.
+
+    Calibrated on a sample of the labelled folders ``data``, or on ``arrays`` (uint8 face
+    arrays from :func:`facegender.preprocess.face_array`) when the caller has them already.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -58,7 +67,10 @@ def quantize_int8(onnx_file: str | Path, data: list[str], out: str | Path | None
     props = {p.key: p.value for p in graph.metadata_props}
     config = json.loads(props[CONFIG_KEY])
     cfg = PreprocessConfig.from_dict(config["preprocess"])
-    arrays = calibration_arrays(data, cfg)
+    if arrays is None:
+        if not data:
+            raise ValueError("quantize_int8 needs calibration data or arrays")
+        arrays = calibration_arrays(data, cfg)
     input_name = graph.graph.input[0].name
 
     class Reader(CalibrationDataReader):
