@@ -1,6 +1,6 @@
 """Accuracy of the bundled model on its held-out validation split, per source and per group.
 
-    python benchmarks/bundled_model.py [--model DIR] [--backend auto|torch|onnx]
+    python benchmarks/bundled_model.py [--model DIR|fast] [--backend auto|torch|onnx]
 
 Re-creates the validation split from the checkpoint's own training args (same data, seed and
 split; never trained on), then reports accuracy with 95 % intervals overall, per source, and on
@@ -34,20 +34,26 @@ def table(title: str, groups: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default=None, help="checkpoint folder (default: bundled model)")
+    ap.add_argument(
+        "--model", default=None, help="checkpoint folder, or `fast` (default: bundled model)"
+    )
     ap.add_argument("--backend", default="auto")
-    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bundled_model.json"))
+    ap.add_argument("--json", default=None, help="default: results/bundled_model[_fast].json")
     args = ap.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    args.json = args.json or str(
+        results / ("bundled_model_fast.json" if args.model == "fast" else "bundled_model.json")
+    )
 
-    from facegender.checkpoint import read_config
     from facegender.classifier import load_classifier
     from facegender.metrics import binary_metrics, group_metrics
     from facegender.train import TrainConfig, prepare_data
 
-    config = read_config(args.model)
+    clf = load_classifier(args.model, backend=args.backend)
+    config = clf.config
     cfg = TrainConfig.from_dict(config["train_args"])
     cfg.progress = False
-    if args.model is None:  # recipe paths were absolute on the training machine: re-point them
+    if args.model in (None, "default", "fast"):  # recipe paths were absolute: re-point them
         shared = ROOT.parent / "shared" / "data"
         cfg.data = [str(shared / Path(d).name) for d in cfg.data]
     if not all(Path(d).is_dir() for d in cfg.data):
@@ -57,7 +63,6 @@ def main() -> int:
     samples = [ds.samples[i] for i in va_idx]
     x = np.ascontiguousarray(arrays[va_idx])
     y = np.array([s.label for s in samples])
-    clf = load_classifier(args.model, backend=args.backend)
     t0 = time.perf_counter()
     p = clf.probabilities(x, batch_size=256)
     seconds = time.perf_counter() - t0

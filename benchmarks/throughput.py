@@ -52,8 +52,11 @@ def untrained_checkpoint(root: Path) -> Path:
 
 
 def load(kind: str, model: Path, threads: int):
+    from facegender.checkpoint import FAST_ONNX_FILE
     from facegender.classifier import load_classifier
 
+    if kind == "fast":  # the bundled speed variant, as shipped (int8, no flip TTA)
+        return load_classifier(model / FAST_ONNX_FILE, threads=threads)
     if kind == "int8":
         return load_classifier(model / "model.int8.onnx", threads=threads)
     if kind == "onnx-notta":
@@ -131,6 +134,7 @@ def throughput(clf, kind: str, threads: int, batch: int, size: int, seconds: flo
 
 def accuracy(model: Path, data: list[str]) -> dict:
     """fp32 vs int8 ONNX on labelled data: accuracy, agreement, probability difference."""
+    from facegender.checkpoint import FAST_ONNX_FILE
     from facegender.evaluate import evaluate
 
     out = {}
@@ -138,6 +142,8 @@ def accuracy(model: Path, data: list[str]) -> dict:
     kinds = ["onnx", "int8"]
     if (model.with_name("notta") / "model.int8.onnx").is_file():
         kinds += ["onnx-notta", "int8-notta"]
+    if (model / FAST_ONNX_FILE).is_file():
+        kinds.append("fast")
     for kind in kinds:
         r = evaluate(data, classifier=load(kind, model, threads=2))
         out[kind] = {"n": r["n"], "accuracy": r["accuracy"], "roc_auc": r["roc_auc"]}
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
     args = ap.parse_args(argv)
 
-    from facegender.checkpoint import CONFIG_FILE, bundled_model_dir
+    from facegender.checkpoint import CONFIG_FILE, FAST_ONNX_FILE, bundled_model_dir
     from facegender.export import export_onnx
     from facegender.quantize import quantize_int8
 
@@ -253,8 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = tmp / "model"  # a scratch copy: exports never touch the source folder
         shutil.copytree(src, model, ignore=shutil.ignore_patterns("last", "*.png", "*.csv"))
         export_onnx(model)
+        has_fast = (model / FAST_ONNX_FILE).is_file()
         calib = args.calib_data or args.data
-        kinds = ["onnx"] + ([] if args.skip_torch else ["torch"])
+        kinds = ["onnx"] + ([] if args.skip_torch else ["torch"]) + (["fast"] if has_fast else [])
         config = json.loads((model / CONFIG_FILE).read_text())
         if config["model"].get("kwargs", {}).get("tta_flip"):
             without_tta(model)
@@ -351,6 +358,8 @@ def _print_summary(res: dict) -> None:
             f"{a['onnx']['accuracy']:.4f}, label agreement {a['label_agreement']:.4f}, "
             f"mean |dp| {a['mean_abs_prob_diff']:.4f}"
         )
+        if "fast" in a:
+            print(f"bundled fast variant (--model fast): {a['fast']['accuracy']:.4f}")
         if "int8-notta" in a:
             print(
                 f"without flip TTA: fp32 {a['onnx-notta']['accuracy']:.4f}, "
