@@ -140,6 +140,13 @@ def models_cmd() -> None:
 @click.option(
     "--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/facegender)."
 )
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cuda: train on the GPU (under torchrun: one GPU per process, nccl; see docs/scale.md).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last after an interruption.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

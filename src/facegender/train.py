@@ -8,6 +8,10 @@ Layout of ``--out DIR``:
 
 Each epoch's shuffling, augmentation and dropout are seeded from ``(seed, epoch)``, so a run
 resumed from ``last/`` continues exactly as the uninterrupted run would have.
+
+Under ``torchrun`` (see :mod:`facegender.distributed` and docs/scale.md) the same loop runs in every
+process: ``batch_size`` stays the global batch, each rank trains on its slice of it through
+DistributedDataParallel, metrics are summed over ranks, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from facegender import distributed as fgdist
 from facegender.augment import AugmentConfig, augment_batch
 from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, write_json
 from facegender.classifier import TorchClassifier
@@ -65,6 +70,7 @@ class TrainConfig:
     max_train: int = 0  # cap on training samples (quick runs); 0 = all
     cache_dir: str | None = None
     progress: bool = True
+    device: str = "cpu"  # cpu | cuda (under torchrun: gloo on cpu, nccl on cuda)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def preprocess(self) -> PreprocessConfig:
@@ -150,14 +156,14 @@ def _save_state(d: Path, model, ema, opt, epoch: int, history: list, best: dict)
     from safetensors.torch import save_file
 
     d.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.contiguous().cpu() for k, v in model.state_dict().items()}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.contiguous() for k, v in ema.state_dict().items()})
+        tensors.update({f"ema.{k}": v.contiguous().cpu() for k, v in ema.state_dict().items()})
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for name, v in st.items():
             t = v if torch.is_tensor(v) else torch.tensor(v)
-            tensors[f"opt.{pid}.{name}"] = t.contiguous()
+            tensors[f"opt.{pid}.{name}"] = t.contiguous().cpu()
     save_file(tensors, str(d / "state.safetensors.tmp"))
     os.replace(d / "state.safetensors.tmp", d / "state.safetensors")
     write_json(
@@ -194,11 +200,22 @@ def _ema_update(ema, model, decay: float) -> None:
 
 def _evaluate_logits(model, arrays: np.ndarray, batch_size: int = 512) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for i in range(0, len(arrays), batch_size):
-            out.append(model(torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))))
+            x = torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))
+            out.append(model(x.to(device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def _validation_logits(model, val_x: np.ndarray, d: fgdist.Dist) -> np.ndarray:
+    """Each rank scores its share of the validation set; every rank gets all the logits."""
+    if not d.enabled:
+        return _evaluate_logits(model, val_x)
+    start, stop = fgdist.shard_bounds(len(val_x), d)
+    part = torch.from_numpy(_evaluate_logits(model, val_x[start:stop]))
+    return fgdist.gather_rows(part, len(val_x), d).numpy()
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
@@ -252,11 +269,17 @@ def report_skipped(skipped: list, path: Path, log=print) -> None:
         log(f"  e.g. {s.path}: {s.reason}")
 
 
-def prepare_data(cfg: TrainConfig, log=print, split: tuple[list[int], list[int]] | None = None):
+def prepare_data(
+    cfg: TrainConfig,
+    log=print,
+    split: tuple[list[int], list[int]] | None = None,
+    report: bool = True,
+):
     """Read, decode (cached) and split: returns arrays, samples and train/val indices.
 
     ``split`` gives explicit (train, val) indices into the decoded ``cfg.data`` (cross-validation
-    uses it to hold a fold out); indices in neither are not used at all.
+    uses it to hold a fold out); indices in neither are not used at all. ``report=False`` writes
+    no ``skipped.csv`` (the non-zero ranks of a distributed run).
     """
     pre = cfg.preprocess()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -276,7 +299,8 @@ def prepare_data(cfg: TrainConfig, log=print, split: tuple[list[int], list[int]]
     if cfg.max_train and len(tr_idx) > cfg.max_train:
         rng = np.random.default_rng(cfg.seed)
         tr_idx = sorted(rng.choice(tr_idx, cfg.max_train, replace=False).tolist())
-    report_skipped(train_ds.skipped, Path(cfg.out) / "skipped.csv", log)
+    if report:
+        report_skipped(train_ds.skipped, Path(cfg.out) / "skipped.csv", log)
     if not tr_idx or not va_idx:
         raise ValueError(
             "need at least one training and one validation image after skipping bad ones"
@@ -292,8 +316,21 @@ def train(
 ) -> Path:
     """Train, checkpoint every epoch, calibrate; returns the output folder (best checkpoint).
 
-    ``split``: explicit (train, val) indices, see :func:`prepare_data`.
+    ``split``: explicit (train, val) indices, see :func:`prepare_data`. Launched by torchrun,
+    this joins the process group and every rank must call it with the same ``cfg``.
     """
+    d = fgdist.from_env(cfg.device)
+    try:
+        return _train(cfg, resume, log if d.is_main else _quiet, split, d)
+    finally:
+        fgdist.shutdown(d)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -301,8 +338,18 @@ def train(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
+    fgdist.check_batch(cfg.batch_size, d)
+    device = torch.device(d.device)
+    show = cfg.progress and d.is_main
+
     t_start = time.perf_counter()
-    arrays, ds, tr_idx, va_idx = prepare_data(cfg, log, split)
+    if d.local_rank != 0:
+        fgdist.barrier(d)  # local rank 0 fills the decode cache first; the others then read it
+    arrays, ds, tr_idx, va_idx = prepare_data(
+        replace(cfg, progress=show) if d.enabled else cfg, log, split, report=d.is_main
+    )
+    if d.local_rank == 0:
+        fgdist.barrier(d)
     labels = np.array([s.label for s in ds.samples], dtype=np.float32)
     val_x, val_y = arrays[va_idx], labels[va_idx]
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
@@ -316,16 +363,23 @@ def train(
         image_size=cfg.image_size,
         tta_flip=False,
         **cfg.model_kwargs,
-    )
+    ).to(device)
     ema = copy.deepcopy(model) if cfg.ema else None
     opt = _optimizer(cfg, model)
+    net_train = model  # what the training step calls: the model itself, or its DDP wrapper
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net_train = DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None
+        )
     steps_per_epoch = max(1, len(tr_idx) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     pos_weight = None
     if cfg.class_weights:
         pos = labels[tr_idx].mean()
-        pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6))
+        pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6)).to(device)
     weights = sample_weights(ds, tr_idx, cfg.balance)
     tr = np.array(tr_idx)
 
@@ -345,7 +399,9 @@ def train(
                 log(f"early stopping: no validation-loss improvement for {cfg.patience} epochs")
                 break
             t0 = time.perf_counter()
-            torch.manual_seed(cfg.seed * 10_007 + epoch)
+            torch.manual_seed(
+                cfg.seed * 10_007 + epoch if not d.enabled else _rank_seed(cfg.seed, epoch, d.rank)
+            )
             g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
             rng = np.random.default_rng([cfg.seed, epoch])
             order = (
@@ -359,7 +415,7 @@ def train(
                 range(steps_per_epoch),
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 unit="batch",
-                disable=not cfg.progress,
+                disable=not show,
                 leave=False,
             )
             for i in bar:
@@ -368,9 +424,12 @@ def train(
                     group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
                 idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
                 x = augment_batch(torch.from_numpy(to_batch(arrays[idx])), cfg.augment, g)
-                y = torch.from_numpy(labels[idx])
+                if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
+                    x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
+                x = x.to(device)
+                y = torch.from_numpy(labels[idx]).to(device)
                 target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                logits = model(x)
+                logits = net_train(x)
                 loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -386,8 +445,13 @@ def train(
                     acc=f"{correct / seen:.3f}",
                     img_s=f"{seen / (time.perf_counter() - t0):.0f}",
                 )
+            if d.enabled:
+                loss_sum, correct, seen = fgdist.all_sum([loss_sum, correct, seen], d)
+                for m in (model, ema):
+                    if m is not None:  # BatchNorm statistics are per rank: keep rank 0's
+                        fgdist.broadcast_buffers(m, d)
             net = ema if ema is not None else model
-            vl = _evaluate_logits(net, val_x)
+            vl = _validation_logits(net, val_x, d)
             val_loss = float(
                 F.binary_cross_entropy_with_logits(torch.from_numpy(vl), torch.from_numpy(val_y))
             )
@@ -410,33 +474,46 @@ def train(
             )
             if val_loss < best["val_loss"]:
                 best = {"val_loss": val_loss, "epoch": len(history) - 1}
-                save_checkpoint(out, net, config_for(net, status="training"))
+                if d.is_main:
+                    save_checkpoint(out, net, config_for(net, status="training"))
                 stale = 0
             else:
                 stale += 1
-            _save_state(out / "last", model, ema, opt, epoch + 1, history, best)
-            _write_history(out, history)
+            if d.is_main:
+                _save_state(out / "last", model, ema, opt, epoch + 1, history, best)
+                _write_history(out, history)
     except KeyboardInterrupt:
         log(f"interrupted: {out / 'last'} holds the last finished epoch; continue with --resume")
         raise
 
-    return finalize(
-        cfg,
-        out,
-        val_x,
-        val_y,
-        [ds.samples[i] for i in va_idx],
-        history,
-        time.perf_counter() - t_start,
-        log,
-    )
+    if d.is_main:
+        finalize(
+            cfg,
+            out,
+            val_x,
+            val_y,
+            [ds.samples[i] for i in va_idx],
+            history,
+            time.perf_counter() - t_start,
+            log,
+            processes=d.world,
+        )
+    fgdist.barrier(d)  # every rank returns once the final checkpoint is on disk
+    return out
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """Dropout seed of one rank in one epoch: distinct per rank, fixed by (seed, epoch, rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **extra) -> dict:
     return make_config(net, pre, train_args=cfg.to_dict(), data=data_summary, **extra)
 
 
-def finalize(cfg: TrainConfig, out: Path, val_x, val_y, val_samples, history, seconds, log) -> Path:
+def finalize(
+    cfg: TrainConfig, out: Path, val_x, val_y, val_samples, history, seconds, log, processes=1
+) -> Path:
     """Reload the best checkpoint, turn on flip TTA, fit the temperature, store final metrics."""
     from facegender.checkpoint import load_model
     from facegender.metrics import group_metrics
@@ -464,6 +541,7 @@ def finalize(cfg: TrainConfig, out: Path, val_x, val_y, val_samples, history, se
         "epochs_run": len(history),
         "seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
+        "processes": processes,
     }
     write_json(out / CONFIG_FILE, config)
     log(
