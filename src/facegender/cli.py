@@ -351,7 +351,11 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
     show_default=True,
     help="csv: one row per face (one row for an image with no face or an error).",
 )
-@click.option("--out", type=click.Path(dir_okay=False), help="Write results here, not stdout.")
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="Write results here, not stdout (--engine ray: .parquet folder, .csv or .jsonl).",
+)
 @click.option("--annotate", type=click.Path(file_okay=False), help="Write labelled copies here.")
 @click.option("--no-detect", is_flag=True, help="Each image is one face crop (no detection).")
 @click.option("--min-face", default=20, show_default=True, type=int, help="Smallest face, px.")
@@ -360,22 +364,67 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
     "--workers",
     default=None,
     type=int,
-    help="Decode/detect processes (default: cores - 1 for folders, 0 for a few images).",
+    help="Decode/detect processes (default: cores - 1 for folders, 0 for a few images); "
+    "--engine ray: Ray workers, one CPU each (default: every CPU).",
 )
-@click.option("--resume", is_flag=True, help="Skip images already in --out (jsonl/csv).")
+@click.option("--resume", is_flag=True, help="Skip images already in --out (jsonl/csv/parquet).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data workers on an embedded cluster or --address; PATHS may also be .txt "
+    "lists and Parquet/CSV tables with a path column (facegender[scale], docs/scale.md).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="--engine ray: an existing cluster (auto, HOST:6379, ray://HOST:10001).",
+)
 def predict(paths, model, recursive, fmt, out, annotate, no_detect, min_face, batch_size, workers,
-            resume, progress) -> None:  # fmt: skip
+            resume, progress, engine, address) -> None:  # fmt: skip
     """Find every face in the images at PATHS (files or folders) and tell male or female.
 
     Unreadable images become error rows; the exit code is 0 whenever every image was tried.
     """
     from facegender.predict_io import run_predict
 
+    if engine == "ray":
+        _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_face,
+                     batch_size, workers, resume, progress, address)  # fmt: skip
+        return
+    if address:
+        raise _Fail("--address is for --engine ray")
+    if out and Path(out).is_dir():
+        raise _Fail(f"--out {out} is a folder; give a file name")
     try:
         run_predict(
             list(paths), model=model, fmt=fmt, out=out, recursive=recursive, annotate=annotate,
             detect=not no_detect, min_face=min_face, batch_size=batch_size, workers=workers,
+            resume=resume, progress=progress, log=lambda m: click.echo(m, err=True),
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        raise _Fail(str(e)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_face, batch_size,
+                 workers, resume, progress, address) -> None:  # fmt: skip
+    """``predict --engine ray``: same rows, written by facegender.predict_ray."""
+    if not out:
+        raise _Fail("--engine ray needs --out FILE (.parquet, .csv or .jsonl)")
+    if annotate:
+        raise _Fail("--annotate is not available with --engine ray")
+    try:
+        from facegender.predict_ray import output_format, run_predict_ray
+
+        if fmt != "table" and fmt != output_format(out):
+            raise ValueError(f"--format {fmt} does not match --out {out}; leave --format out")
+        run_predict_ray(
+            list(paths), out, model=model, recursive=recursive, detect=not no_detect,
+            min_face=min_face, batch_size=batch_size, workers=workers, address=address,
             resume=resume, progress=progress, log=lambda m: click.echo(m, err=True),
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
