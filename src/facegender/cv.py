@@ -11,7 +11,6 @@ it is scored. The held-out files of each fold are written as a CSV manifest and 
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import replace
@@ -22,6 +21,7 @@ import numpy as np
 from facegender.checkpoint import write_json
 from facegender.data import DataSet, Sample, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
+from facegender.data.manifest import write_manifest
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece")
 
@@ -53,19 +53,6 @@ def fold_splits(
     else:
         raise ValueError(f"unknown group_by {group_by!r} (none | source)")
     return [np.sort(test) for _, test in parts]
-
-
-def write_manifest(samples: list[Sample], path: Path) -> Path:
-    """A CSV manifest ``facegender evaluate`` (and ``train``) reads back with the same labels."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "age", "race", "source"])
-        for s in samples:
-            w.writerow(
-                [s.path, s.label, "" if s.age is None else s.age, "" if s.race is None else s.race]
-                + [s.source]
-            )
-    return path
 
 
 def summarize(per_fold: list[dict]) -> dict[str, dict]:

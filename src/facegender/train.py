@@ -5,6 +5,7 @@ Layout of ``--out DIR``:
   ``last/``                                 resume state: weights, EMA, optimizer, epoch, history
   ``history.csv``, ``history.json``         per-epoch metrics
   ``curves.png``                            loss and accuracy curves
+  ``validation.csv``                        the validation split as a manifest, for ``evaluate``
 
 Each epoch's shuffling, augmentation and dropout are seeded from ``(seed, epoch)``, so a run
 resumed from ``last/`` continues exactly as the uninterrupted run would have.
@@ -36,6 +37,7 @@ from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, wri
 from facegender.classifier import TorchClassifier
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
+from facegender.data.manifest import write_manifest
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
@@ -544,6 +546,7 @@ def finalize(
         "processes": processes,
     }
     write_json(out / CONFIG_FILE, config)
+    write_manifest(val_samples, out / "validation.csv")
     log(
         f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {cfg.tta_flip}), "
         f"ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}, temperature {temperature:.3f}, "

@@ -1,4 +1,7 @@
-"""CSV manifests: ``path,label`` plus optional ``age,race,source``; paths relative to the CSV."""
+"""CSV manifests: ``path,label`` plus optional ``age,race,source``; paths relative to the CSV.
+
+:func:`write_manifest` writes one that reads back to the same samples (held-out splits, folds).
+"""
 
 from __future__ import annotations
 
@@ -55,3 +58,16 @@ def read_manifest(csv_path: Path) -> DataSet:
             source = row.get("source", "").strip() or default_source
             out.samples.append(Sample(path, label, source, age=age, race=race))
     return out
+
+
+def write_manifest(samples: list[Sample], path: Path) -> Path:
+    """A CSV manifest ``facegender evaluate`` (and ``train``) reads back with the same labels."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "age", "race", "source"])
+        for s in samples:
+            w.writerow(
+                [s.path, s.label, "" if s.age is None else s.age, "" if s.race is None else s.race]
+                + [s.source]
+            )
+    return path
