@@ -136,3 +136,19 @@ def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
     half = 1.96 * x.std() / np.sqrt(len(x))
     assert lo == pytest.approx(x.mean() - half, abs=0.05)
     assert hi == pytest.approx(x.mean() + half, abs=0.05)
+
+
+def test_classification_report_rows_follow_the_confusion_matrix(cli_report):
+    rep, result = cli_report
+    md = (rep / "report.md").read_text()
+    section = md.split('<a id="classification"></a>')[1].split('<a id="confusion"></a>')[0]
+    (tn, fp), (fn, tp) = result["confusion"]["matrix"]
+    for name, hit, predicted, actual in (
+        ("male", tn, tn + fn, tn + fp),
+        ("female", tp, tp + fp, fn + tp),
+    ):
+        precision, recall = hit / predicted, hit / actual
+        f1 = 2 * precision * recall / (precision + recall)
+        assert f"| {name} | {precision:.4f} | {recall:.4f} | {f1:.4f} | {actual} |" in section
+    assert f"| accuracy |  |  | {(tn + tp) / (tn + fp + fn + tp):.4f} | {result['n']} |" in section
+    assert "| macro avg |" in section and "| weighted avg |" in section

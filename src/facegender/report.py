@@ -31,6 +31,7 @@ GROUP_TITLES = {
 SECTIONS = (
     "summary",
     "metrics",
+    "classification",
     "confusion",
     "curves",
     "calibration",
@@ -102,6 +103,32 @@ def headline(y: np.ndarray, p: np.ndarray, n_boot: int = 1000) -> list[dict]:
         boot("log loss", _log_loss),
         boot("ECE (15 bins)", expected_calibration_error),
     ]
+
+
+def classification_rows(y: np.ndarray, p: np.ndarray) -> list[list[str]]:
+    """scikit-learn's classification report at P(female) >= 0.5: per class, then the averages."""
+    from sklearn.metrics import classification_report
+
+    rep = classification_report(
+        y,
+        (p >= 0.5).astype(int),
+        labels=[0, 1],
+        target_names=list(LABELS),
+        output_dict=True,
+        zero_division=0,
+    )
+    rows = []
+    for name in (*LABELS, "macro avg", "weighted avg"):
+        r = rep[name]
+        rows.append(
+            [
+                name,
+                *(f"{r[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+                str(int(r["support"])),
+            ]
+        )
+    rows.insert(2, ["accuracy", "", "", f"{rep['accuracy']:.4f}", str(len(y))])
+    return rows
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -201,6 +228,16 @@ def build_sections(
         "Wilson score intervals for proportions; percentile bootstrap over images otherwise."
     )
 
+    classification = Section("classification", "Classification report")
+    classification.table = (
+        ["class", "precision", "recall", "F1", "support"],
+        classification_rows(y, p),
+    )
+    classification.text.append(
+        "Per class at P(female) >= 0.5, as scikit-learn's classification_report; the accuracy "
+        "row's F1 column holds the accuracy."
+    )
+
     matrix = result.get("confusion", {}).get("matrix") or np.zeros((2, 2), int).tolist()
     confusion = Section("confusion", "Confusion matrix")
     confusion.table = (
@@ -288,6 +325,7 @@ def build_sections(
     return [
         summary,
         metrics,
+        classification,
         confusion,
         curves,
         calibration,
