@@ -30,6 +30,12 @@ def _load_recipe(ctx: click.Context, _param, value: str | None):
                 recipe[key] = [
                     str((base / v).resolve()) if not Path(v).is_absolute() else v for v in vals
                 ]
+        if isinstance(recipe.get("model_kwargs"), dict):  # a TOML table; the option takes JSON
+            recipe["model_kwargs"] = json.dumps(recipe["model_kwargs"])
+        known = {p.name for p in ctx.command.params} | {p.name for p in train.params}
+        unknown = sorted(set(recipe) - known)
+        if unknown:  # a typo must not silently fall back to a default
+            raise click.BadParameter(f"unknown key(s) in recipe {path}: {', '.join(unknown)}")
         ctx.default_map = {**(ctx.default_map or {}), **recipe}
     return value
 
