@@ -29,7 +29,7 @@ from facegender.predict_io import ResultWriter, done_paths, iter_image_paths
 
 OUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 LIST_SUFFIXES = (".txt", ".lst")
-BLOCK_PATHS = 256  # paths per Ray block: small enough to spread, large enough to be cheap
+MAX_BLOCKS = 10_000  # Ray blocks of one batch each, up to this many (then larger blocks)
 PART_ROWS = 10_000  # a Parquet part file is closed after this many rows ...
 PART_SECONDS = 60.0  # ... or this long, so an interruption loses at most one part
 
@@ -242,11 +242,14 @@ def run_predict_ray(
     resume: bool = False,
     progress: bool | None = None,
     log=None,
+    on_result=None,
 ) -> dict[str, int]:
     """Predict every image under ``paths`` on Ray Data and stream the rows to ``out``.
 
     ``workers``: Ray actors, one CPU and one thread each (default: this machine's cores, or every
-    CPU of the cluster at ``address``). Returns counts per status, like ``run_predict``.
+    CPU of the cluster at ``address``). ``on_result(ImageResult)`` is called for each row as it
+    is written (benchmarks time the stream with it). Returns counts per status, like
+    ``run_predict``.
     """
     try:
         import ray
@@ -255,8 +258,6 @@ def run_predict_ray(
         raise ValueError(
             f"--engine ray needs Ray Data: pip install 'facegender[scale]' ({e})"
         ) from None
-    from tqdm import tqdm
-
     from facegender.checkpoint import resolve_model
 
     fmt = output_format(out)
@@ -285,8 +286,8 @@ def run_predict_ray(
         started = _start_ray(address, workers or os.cpu_count() or 1)
         try:
             size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            _run(todo, out_path, fmt, bool(done), size, model, detect, min_face, batch_size,
-                 counts, tqdm, progress)  # fmt: skip
+            ds = _dataset(todo, size, batch_size, model, detect, min_face)
+            _write(ds, len(todo), out_path, fmt, bool(done), counts, progress, on_result)
         finally:
             if started:
                 ray.shutdown()
@@ -303,15 +304,17 @@ def run_predict_ray(
     return counts
 
 
-def _run(todo, out_path, fmt, append, size, model, detect, min_face, batch_size, counts, tqdm,
-         progress) -> None:  # fmt: skip
+def _dataset(todo: list[str], size: int, batch_size: int, model, detect: bool, min_face: int):
+    """The lazy Ray Dataset of result rows: paths in small blocks, a pool of ``size`` actors."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
     items = [{"path": p, "file": str(Path(p).absolute())} for p in todo]
-    blocks = min(len(items), max(size * 4, math.ceil(len(items) / BLOCK_PATHS)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+    # One call per block, blocks small enough that no worker idles long at the end of the job,
+    # and one block at a time per worker (a queue of them would pile up behind a slow one).
+    blocks = min(len(items), max(math.ceil(len(items) / batch_size), size * 4), MAX_BLOCKS)
+    per_call = math.ceil(len(items) / blocks)
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         PredictBatch,
         fn_constructor_kwargs={
             "model": model,
@@ -319,11 +322,18 @@ def _run(todo, out_path, fmt, append, size, model, detect, min_face, batch_size,
             "min_face": min_face,
             "batch_size": batch_size,
         },
-        batch_size=max(1, min(batch_size, math.ceil(len(items) / size))),
-        compute=ray.data.ActorPoolStrategy(size=size),
+        batch_size=per_call,
+        compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
         num_cpus=1,
         batch_format="numpy",
     )
+
+
+def _write(ds, total: int, out_path: Path, fmt: str, append: bool, counts: dict, progress,
+           on_result) -> None:  # fmt: skip
+    """Stream the rows to the output as Ray hands them over (completion order)."""
+    from tqdm import tqdm
+
     if fmt == "parquet":
         writer: Any = ParquetParts(out_path)
         stream = None
@@ -332,7 +342,7 @@ def _run(todo, out_path, fmt, append, size, model, detect, min_face, batch_size,
         stream = out_path.open("a" if append else "w", newline="", encoding="utf-8")
         writer = ResultWriter(stream, fmt, header=not append)
     quiet = progress if progress is None else not progress  # None: only on a terminal
-    bar = tqdm(total=len(items), unit="img", file=sys.stderr, desc="predict (ray)", disable=quiet)
+    bar = tqdm(total=total, unit="img", file=sys.stderr, desc="predict (ray)", disable=quiet)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for s in batch["result"]:
@@ -340,6 +350,8 @@ def _run(todo, out_path, fmt, append, size, model, detect, min_face, batch_size,
                 writer.write(r)
                 counts[r.status] += 1
                 bar.update(1)
+                if on_result is not None:
+                    on_result(r)
     finally:
         bar.close()
         writer.close()
