@@ -46,6 +46,10 @@ def test_no_human_face_in_cat_photo(detector):
     assert detector.detect(open_image(PHOTOS / "cat.jpg")) == []
 
 
+def test_a_plain_frame_has_no_face_and_no_error(detector):
+    assert detector.detect(Image.new("RGB", (72, 72), (120, 120, 120))) == []
+
+
 def test_exif_rotated_photo_is_upright_before_detection(detector):
     upright = detector.detect(open_image(PHOTOS / "astronaut.jpg"))[0]
     rotated = detector.detect(open_image(PHOTOS / "astronaut_exif_rotated.jpg"))

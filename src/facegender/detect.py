@@ -94,7 +94,8 @@ class YuNetDetector:
         with _CALL_LOCK:
             self._fn(self._buf.ctypes.data, bgr.ctypes.data, w, h, w * 3)
             n = int(self._buf[:4].view(np.int32)[0])
-            return self._buf[4 : 4 + 2 * _FACE_FIELDS * n].view(np.int16).reshape(n, -1).copy()
+            rows = self._buf[4 : 4 + 2 * _FACE_FIELDS * n].view(np.int16)
+            return rows.reshape(n, _FACE_FIELDS).copy()  # n may be 0: a plain frame
 
     def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
         pil = image if isinstance(image, Image.Image) else Image.fromarray(_rgb_uint8(image))
