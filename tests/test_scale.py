@@ -21,6 +21,8 @@ from facegender import distributed as fgdist
 from facegender.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+# Ray Data warns about its own deprecated settings when it starts; nothing of ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
 
 # -- training -----------------------------------------------------------------------------------
