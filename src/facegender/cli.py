@@ -233,7 +233,11 @@ def cv(folds, group_by, **opts) -> None:
 
 @cli.command()
 @click.argument("data", nargs=-1, required=True)
-@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option(
+    "--model",
+    default=None,
+    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -320,7 +324,11 @@ def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option(
+    "--model",
+    default=None,
+    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
+)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option(
     "--max-mb", default=10.0, show_default=True, type=float, help="Largest upload in MiB."
@@ -347,7 +355,11 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--model", default=None, help="Checkpoint folder or .onnx (default: bundled model).")
+@click.option(
+    "--model",
+    default=None,
+    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
+)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
 @click.option(
     "--format",
@@ -440,7 +452,11 @@ def _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_fac
 
 
 @cli.command()
-@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option(
+    "--model",
+    default=None,
+    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
+)
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
 def demo(model, out) -> None:
     """Predict on the bundled example photos; write labelled copies to OUT."""

@@ -20,7 +20,7 @@ def serve(
 
     # Worker processes get their settings from the environment: uvicorn imports the factory anew.
     settings = {
-        "FACEGENDER_MODEL": str(Path(model).resolve()) if model else None,
+        "FACEGENDER_MODEL": str(Path(model).resolve()) if model and Path(model).exists() else model,
         "FACEGENDER_MAX_BYTES": max_bytes,
         "FACEGENDER_CONCURRENCY": concurrency,
         "FACEGENDER_THREADS": threads,
