@@ -94,10 +94,16 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            # 7-bit weights: x86 AVX2/AVX-512 without VNNI multiply u8 x s8 pairs into a
+            # saturating int16 (vpmaddubsw). At 8 bits that flipped 1.6 % of the bundled model's
+            # held-out labels (93.8 % vs 94.3 % fp32); at 7 bits 0.3 % (94.2 %), same kernels.
+            reduce_range=True,
             calibrate_method=CalibrationMethod.MinMax,
         )
         q = onnx.load(str(tmp))
-        set_metadata(q, {**props, "quantization": "int8 static QDQ, per-channel weights"})
+        set_metadata(
+            q, {**props, "quantization": "int8 static QDQ, per-channel 7-bit weights, u8 acts"}
+        )
         onnx.save(q, str(tmp))
         os.replace(tmp, out)
     finally:
