@@ -44,6 +44,14 @@ class _Fail(click.ClickException):
     exit_code = 2
 
 
+# --model of the commands that use a trained model: a path, or a bundled model by name.
+_model_option = click.option(
+    "--model",
+    default=None,
+    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facegender")
 def cli() -> None:
@@ -233,11 +241,7 @@ def cv(folds, group_by, **opts) -> None:
 
 @cli.command()
 @click.argument("data", nargs=-1, required=True)
-@click.option(
-    "--model",
-    default=None,
-    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
-)
+@_model_option
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -324,11 +328,7 @@ def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option(
-    "--model",
-    default=None,
-    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
-)
+@_model_option
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option(
     "--max-mb", default=10.0, show_default=True, type=float, help="Largest upload in MiB."
@@ -355,11 +355,7 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option(
-    "--model",
-    default=None,
-    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
-)
+@_model_option
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
 @click.option(
     "--format",
@@ -452,11 +448,7 @@ def _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_fac
 
 
 @cli.command()
-@click.option(
-    "--model",
-    default=None,
-    help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
-)
+@_model_option
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
 def demo(model, out) -> None:
     """Predict on the bundled example photos; write labelled copies to OUT."""
