@@ -52,14 +52,20 @@ class Face:
 
 
 @dataclass
-class ImageResult:
-    """What happened to one image: ``status`` ok, no_face or error (the reason is in ``error``)."""
+class _ImageStatus:
+    """Where an image stands: ``status`` ok, no_face or error (the reason is in ``error``)."""
 
     path: str | None
     status: str
     error: str | None = None
     width: int | None = None
     height: int | None = None
+
+
+@dataclass
+class ImageResult(_ImageStatus):
+    """What happened to one image: its status and every face found."""
+
     faces: list[Face] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,14 +80,9 @@ class ImageResult:
 
 
 @dataclass
-class Crops:
+class Crops(_ImageStatus):
     """Stage-1 output for one image: face boxes, scores and model-ready ``uint8`` crops."""
 
-    path: str | None
-    status: str
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
     boxes: list[list[int]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     arrays: np.ndarray | None = None  # K x S x S x C uint8
