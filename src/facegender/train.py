@@ -73,6 +73,8 @@ class TrainConfig:
     cache_dir: str | None = None
     progress: bool = True
     device: str = "cpu"  # cpu | cuda (under torchrun: gloo on cpu, nccl on cuda)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; fp32 weights)
+    channels_last: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def preprocess(self) -> PreprocessConfig:
@@ -366,6 +368,10 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         tta_flip=False,
         **cfg.model_kwargs,
     ).to(device)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r}; use fp32 or bf16")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     ema = copy.deepcopy(model) if cfg.ema else None
     opt = _optimizer(cfg, model)
     net_train = model  # what the training step calls: the model itself, or its DDP wrapper
@@ -428,10 +434,13 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
                 x = augment_batch(torch.from_numpy(to_batch(arrays[idx])), cfg.augment, g)
                 if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
                     x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
-                x = x.to(device)
+                x = x.to(device, memory_format=memory_format)
                 y = torch.from_numpy(labels[idx]).to(device)
                 target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                logits = net_train(x)
+                with torch.autocast(
+                    device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+                ):
+                    logits = net_train(x).float()
                 loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
