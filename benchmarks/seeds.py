@@ -46,7 +46,7 @@ CLAIMS = {
     "seed-004": {"text": "96.8 % on the Kaggle male/female Validation folder", "accuracy": 0.968},
 }
 # train_args that may differ between a reused run and this invocation without changing the model
-_RUN_ONLY = {"out", "progress", "threads", "cache_dir", "device"}
+_RUN_ONLY = {"out", "progress", "threads", "cache_dir", "device", "precision", "channels_last"}
 
 
 def log(msg: str) -> None:
@@ -386,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="scale every seed's epochs")
     ap.add_argument("--max-train", type=int, default=0, help="cap on training images; 0 = all")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's choice")
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="train --precision for every seed (bf16: about 2x faster on AVX512-BF16 CPUs)",
+    )
     ap.add_argument("--data-root", help="folder holding utkface/ and kaggle-gender/ to use instead")
     ap.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/facegender)")
     ap.add_argument("--no-report", action="store_true", help="skip the per-model HTML reports")
@@ -424,7 +430,9 @@ def _run(args, data_root: Path | None) -> int:
         if args.json
         else (out_dir if args.smoke else ROOT / "benchmarks" / "results") / "seeds.json"
     )
-    common = dict(progress=False, threads=args.threads, cache_dir=args.cache_dir)
+    common = dict(
+        progress=False, threads=args.threads, cache_dir=args.cache_dir, precision=args.precision
+    )
 
     default_cfg = load_recipe(RECIPES / "default.toml", out=str(out_dir / "default"), **common)
     default_cfg = dataclasses.replace(default_cfg, data=repoint(default_cfg.data, data_root))

@@ -136,6 +136,16 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def forward_precision(precision: str, device_type: str = "cpu"):
+    """The autocast context of a training forward pass: bfloat16 for ``bf16``, off for ``fp32``.
+
+    Only the forward pass is cast; weights, gradients, optimizer state and checkpoints stay float32.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
@@ -368,8 +378,7 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         tta_flip=False,
         **cfg.model_kwargs,
     ).to(device)
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {cfg.precision!r}; use fp32 or bf16")
+    forward_precision(cfg.precision)  # refuses an unknown precision before any work
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema = copy.deepcopy(model) if cfg.ema else None
@@ -437,9 +446,7 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
                 x = x.to(device, memory_format=memory_format)
                 y = torch.from_numpy(labels[idx]).to(device)
                 target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                with torch.autocast(
-                    device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
-                ):
+                with forward_precision(cfg.precision, device.type):
                     logits = net_train(x).float()
                 loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
