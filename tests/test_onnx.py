@@ -102,6 +102,16 @@ def test_flip_tta_is_inside_the_graph(tmp_path, synthetic_dirs):
         assert same is tta
 
 
+def test_float16_weights_halve_the_file_and_round_only_the_weights(onnx_checkpoint, tmp_path):
+    full = onnx_checkpoint / "model.onnx"
+    half = export_onnx(onnx_checkpoint, tmp_path / "half.onnx", float16_weights=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    a, b = OnnxClassifier.load(half).logits(x), OnnxClassifier.load(full).logits(x)
+    assert not np.array_equal(a, b)  # float32 weights were rounded to float16
+    np.testing.assert_allclose(a, b, atol=0.05 * np.abs(b).max(), rtol=0)
+
+
 def test_batch_size_does_not_change_results(onnx_checkpoint, synthetic_dirs):
     clf = load_classifier(onnx_checkpoint)
     x = _faces(synthetic_dirs["utk"], clf.preprocess, n=33)
@@ -238,3 +248,13 @@ def test_bundle_ships_a_calibrated_fast_variant(tiny_checkpoint, tmp_path):
     assert p_fast.shape == (8,) and np.all((p_fast > 0) & (p_fast < 1))
     assert np.mean((p_fast >= 0.5) == (p_full >= 0.5)) >= 0.75
     assert resolve_model("fast").name == FAST_ONNX_FILE and resolve_model(None).is_dir()
+    # model.onnx stores the (already float16) weights as float16 and still matches PyTorch
+    graph = onnx.load(str(dest / "model.onnx"))
+    dtypes = {i.data_type for i in graph.graph.initializer if np.prod(i.dims) >= 1024}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    np.testing.assert_allclose(
+        load_classifier(dest, backend="onnx").logits(x),
+        load_classifier(dest, backend="torch").logits(x),
+        atol=1e-4,
+        rtol=0,
+    )

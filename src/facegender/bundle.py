@@ -1,7 +1,8 @@
 """Copy a trained run into the package as the bundled model: ``python -m facegender.bundle RUN``.
 
 The safetensors weights are stored in float16 (half the size; loading upcasts them) and the ONNX
-graph is exported from exactly those rounded weights, so both backends ship the same model.
+graph is exported from exactly those rounded weights, also stored as float16 (computing in float32),
+so both backends ship the same model in under half the bytes.
 The accuracy change from rounding is measured on the run's validation split and printed.
 
 Beside it ships ``model.fast.onnx`` (``--model fast``): the same weights without flip TTA,
@@ -51,7 +52,7 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
     for name in EXTRAS:
         if (run / name).exists():
             shutil.copy2(run / name, dest / name)
-    export_onnx(dest)
+    export_onnx(dest, float16_weights=True)  # lossless: the weights are float16 already
     with torch.no_grad():
         drift = max(
             float((state[k].float() - half[k].float()).abs().max())

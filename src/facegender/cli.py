@@ -319,14 +319,25 @@ def evaluate(data, model, fmt, out, no_cache, report_dir) -> None:
     multiple=True,
     help="Face-crop folders/CSVs for int8 calibration (repeatable; needed with --quantize).",
 )
-def export(model, fmt, out, opset, batch, quantize, calib_data) -> None:
+@click.option(
+    "--float16-weights",
+    is_flag=True,
+    help="Store the weights as float16 (half the file; arithmetic stays float32).",
+)
+def export(model, fmt, out, opset, batch, quantize, calib_data, float16_weights) -> None:
     """Export a checkpoint to ONNX with its preprocessing config in the metadata."""
     from facegender.export import export_onnx
 
     if quantize and not calib_data:
         raise _Fail("--quantize needs --calib-data (face crops like the ones it will see)")
     try:
-        path = export_onnx(model, out, opset=opset, dynamic_batch=batch == "dynamic")
+        path = export_onnx(
+            model,
+            out,
+            opset=opset,
+            dynamic_batch=batch == "dynamic",
+            float16_weights=float16_weights,
+        )
     except ModuleNotFoundError as e:
         raise _Fail(f"export needs the train extra (facegender[train]): {e}") from None
     except FileNotFoundError as e:

@@ -50,8 +50,17 @@ def export_onnx(
     out: str | Path | None = None,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    float16_weights: bool = False,
 ) -> Path:
-    """Write ``model_dir``'s model as ONNX to ``out`` (default: ``model_dir/model.onnx``)."""
+    """Write ``model_dir``'s model as ONNX to ``out`` (default: ``model_dir/model.onnx``).
+
+    ``float16_weights`` stores the large weight tensors as float16, each behind a ``Cast`` to
+    float32, so the file is half the size and the arithmetic stays float32 (onnxruntime folds the
+    casts and fuses BatchNorm when it loads the graph). BatchNorm is then exported as its own
+    node instead of being folded into the convolutions, so the stored weights are exactly the
+    checkpoint's: lossless for a checkpoint that already holds float16 weights (the bundled
+    model), a float16 rounding of the weights otherwise.
+    """
     import onnx
     import torch
 
@@ -77,10 +86,12 @@ def export_onnx(
             output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             opset_version=opset,
-            do_constant_folding=True,
+            do_constant_folding=not float16_weights,
             dynamo=False,
         )
     graph = onnx.load(str(tmp))
+    if float16_weights:
+        store_weights_as_float16(graph)
     weights = src / WEIGHTS_FILE
     sha = file_sha256(weights) if weights.is_file() else None
     set_metadata(graph, metadata(config, sha))
@@ -90,6 +101,29 @@ def export_onnx(
     onnx.save(graph, str(tmp))
     os.replace(tmp, out)
     return out
+
+
+def store_weights_as_float16(graph, min_elements: int = 1024) -> int:
+    """Replace each float32 initializer of ``min_elements`` or more by a float16 copy and a
+    ``Cast`` back to float32 under the original name; returns how many were replaced."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts, n = [], 0
+    for init in graph.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements:
+            continue
+        name = init.name
+        half = numpy_helper.from_array(
+            numpy_helper.to_array(init).astype(np.float16), name + "_f16"
+        )
+        init.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT))
+        n += 1
+    nodes = casts + list(graph.graph.node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    return n
 
 
 def set_metadata(graph, props: dict[str, str]) -> None:
