@@ -183,3 +183,23 @@ def test_evaluate_cli_json_contract(tiny_checkpoint, synthetic_dirs, tmp_path):
 def test_evaluate_fails_clearly(args):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2 and "Error" in res.output
+
+
+def test_age_balance_keeps_source_shares_and_draws_rare_ages_more():
+    from facegender.data import DataSet
+    from facegender.data.samples import Sample
+    from facegender.train import sample_weights
+
+    # utk: 100 faces aged 30 and 4 aged 1; kaggle: 50 faces without an age
+    samples = [Sample(f"a{i}", i % 2, "utk", age=30) for i in range(100)]
+    samples += [Sample(f"b{i}", i % 2, "utk", age=1) for i in range(4)]
+    samples += [Sample(f"k{i}", i % 2, "kaggle") for i in range(50)]
+    w = sample_weights(DataSet(samples), list(range(len(samples))), "age")
+    assert w.sum() == pytest.approx(1.0)
+    utk, babies, kaggle = w[:104].sum(), w[100:104].sum(), w[104:].sum()
+    assert utk == pytest.approx(104 / 154) and kaggle == pytest.approx(50 / 154)
+    # inside utk the bands draw by sqrt(size): 10 : 2, so babies get 2/12 instead of 4/104
+    assert babies / utk == pytest.approx(2 / 12)
+    assert sample_weights(DataSet(samples), [0, 1], "none") is None
+    with pytest.raises(ValueError, match="balance"):
+        sample_weights(DataSet(samples), [0, 1], "race")

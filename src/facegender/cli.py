@@ -113,10 +113,11 @@ def models_cmd() -> None:
 )
 @click.option(
     "--balance",
-    type=click.Choice(["none", "source", "source_label"]),
+    type=click.Choice(["none", "source", "source_label", "age"]),
     default="none",
     show_default=True,
-    help="Sample so each source (x label) gets an equal share.",
+    help="source(_label): each source (x label) draws an equal share. age: within each source, "
+    "age bands draw by the square root of their size (more children and old faces).",
 )
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)
 @click.option(

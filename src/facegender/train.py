@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from facegender.classifier import TorchClassifier
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.data.manifest import write_manifest
+from facegender.labels import age_band
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
@@ -63,7 +65,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     label_smoothing: float = 0.0
     ema: float = 0.0  # EMA decay per step, e.g. 0.999; 0 disables
-    balance: str = "none"  # none | source | source_label
+    balance: str = "none"  # none | source | source_label | age
     class_weights: bool = False
     patience: int = 0  # early stopping on val loss; 0 disables
     tta_flip: bool = True
@@ -111,19 +113,31 @@ def split_validation(data: DataSet, fraction: float, seed: int) -> tuple[list[in
 
 
 def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | None:
-    """Per-sample weights so each source (or source x label) draws the same share of an epoch."""
+    """Per-sample draw probabilities for an epoch, or None for a plain shuffle.
+
+    ``source`` / ``source_label``: each source (x label) draws the same share. ``age``: each source
+    keeps its natural share, and inside it each age band draws in proportion to the square root
+    of its size (children and the old, the rare bands, are drawn more often without letting a few
+    hundred faces dominate); images without an age form one band.
+    """
     if mode == "none":
         return None
-    keys = [
-        (data.samples[i].source,)
-        if mode == "source"
-        else (data.samples[i].source, data.samples[i].label)
-        for i in idx
-    ]
-    counts: dict[tuple, int] = {}
-    for k in keys:
-        counts[k] = counts.get(k, 0) + 1
-    w = np.array([1.0 / counts[k] for k in keys])
+    samples = [data.samples[i] for i in idx]
+    if mode in ("source", "source_label"):
+        keys = [(s.source,) if mode == "source" else (s.source, s.label) for s in samples]
+        counts = Counter(keys)
+        w = np.array([1.0 / counts[k] for k in keys])
+        return w / w.sum()
+    if mode != "age":
+        raise ValueError(f"unknown balance {mode!r}")
+    keys = [(s.source, age_band(s.age)) for s in samples]
+    counts, per_source = Counter(keys), Counter(s.source for s in samples)
+    root_sum = Counter()
+    for (src, _band), n in counts.items():
+        root_sum[src] += math.sqrt(n)
+    w = np.array(
+        [per_source[k[0]] * math.sqrt(counts[k]) / root_sum[k[0]] / counts[k] for k in keys]
+    )
     return w / w.sum()
 
 
