@@ -1,6 +1,7 @@
 """Accuracy of the bundled model on its held-out validation split, per source and per group.
 
     python benchmarks/bundled_model.py [--model DIR|fast] [--backend auto|torch|onnx]
+    python benchmarks/bundled_model.py --model runs/a runs/b    # ensemble: mean calibrated logit
 
 Re-creates the validation split from the checkpoint's own training args (same data, seed and
 split; never trained on), then reports accuracy with 95 % intervals overall, per source, and on
@@ -35,25 +36,33 @@ def table(title: str, groups: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--model", default=None, help="checkpoint folder, or `fast` (default: bundled model)"
+        "--model",
+        nargs="+",
+        default=[None],
+        help="checkpoint folder, or `fast` (default: bundled model); several: their ensemble "
+        "(mean of logit / temperature), all on the first one's split and preprocessing",
     )
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--json", default=None, help="default: results/bundled_model[_fast].json")
     args = ap.parse_args()
     results = ROOT / "benchmarks" / "results"
     args.json = args.json or str(
-        results / ("bundled_model_fast.json" if args.model == "fast" else "bundled_model.json")
+        results / ("bundled_model_fast.json" if args.model == ["fast"] else "bundled_model.json")
     )
 
     from facegender.classifier import load_classifier
     from facegender.metrics import binary_metrics, group_metrics
+    from facegender.preprocess import probability
     from facegender.train import TrainConfig, prepare_data
 
-    clf = load_classifier(args.model, backend=args.backend)
-    config = clf.config
+    members = [load_classifier(m, backend=args.backend) for m in args.model]
+    clf, config = members[0], members[0].config
+    for m, name in zip(members[1:], args.model[1:], strict=True):
+        if m.preprocess != clf.preprocess:
+            raise SystemExit(f"{name}: preprocessing differs from {args.model[0]}'s")
     cfg = TrainConfig.from_dict(config["train_args"])
     cfg.progress = False
-    if args.model in (None, "default", "fast"):  # recipe paths were absolute: re-point them
+    if args.model[0] in (None, "default", "fast"):  # recipe paths were absolute: re-point them
         shared = ROOT.parent / "shared" / "data"
         cfg.data = [str(shared / Path(d).name) for d in cfg.data]
     if not all(Path(d).is_dir() for d in cfg.data):
@@ -64,7 +73,8 @@ def main() -> int:
     x = np.ascontiguousarray(arrays[va_idx])
     y = np.array([s.label for s in samples])
     t0 = time.perf_counter()
-    p = clf.probabilities(x, batch_size=256)
+    z = np.mean([m.logits(x, batch_size=256) / m.temperature for m in members], axis=0)
+    p = probability(z)
     seconds = time.perf_counter() - t0
     overall = binary_metrics(y, p)
     groups = group_metrics(samples, y, p)
@@ -77,6 +87,7 @@ def main() -> int:
     accs = [d["accuracy"] for d in adult_race.values()]
     result = {
         "model": config["model"],
+        "ensemble_of": args.model if len(members) > 1 else None,
         "backend": clf.backend,
         "n": int(len(y)),
         "overall": {
