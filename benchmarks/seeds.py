@@ -336,6 +336,8 @@ def write_doc(path: Path, summary: dict) -> None:
         "",
     ]
     options = summary["options"]
+    if options.get("note"):
+        lines += [f"**Conditions**: {options['note']}", ""]
     if options["epochs_scale"] != 1.0 or options["max_train"]:
         lines += [
             "**Shortened runs**: "
@@ -396,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/facegender)")
     ap.add_argument("--no-report", action="store_true", help="skip the per-model HTML reports")
     ap.add_argument("--smoke", action="store_true", help="tiny generated data, 1 epoch")
+    ap.add_argument("--note", help="a sentence on the run's conditions, printed in the doc")
     ap.add_argument("--doc", help="markdown output (default docs/seeds.md)")
     ap.add_argument("--json", help="JSON output (default benchmarks/results/seeds.json)")
     args = ap.parse_args(argv)
@@ -536,6 +539,7 @@ def _run(args, data_root: Path | None) -> int:
             "max_train": args.max_train,
             "reuse": args.reuse,
             "smoke": args.smoke,
+            "note": args.note,
             "data_root": str(data_root) if data_root else None,
         },
         "split": {

@@ -159,6 +159,7 @@ def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path):
     bench = _benchmark()
     out = tmp_path / "seeds"
     argv = ["--smoke", "--only", "seed-002", "--no-report", "--out-dir", str(out)]
+    argv += ["--note", "trained beside two other jobs"]
     assert bench.main(argv) == 0
     summary = json.loads((out / "seeds.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
@@ -185,6 +186,7 @@ def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path):
     doc = (out / "seeds.md").read_text()
     assert "| seed-002 | `seed_cnn` | 48 px gray | utkface |" in doc
     assert "python benchmarks/seeds.py --smoke" in doc and "mean nothing" in doc
+    assert "**Conditions**: trained beside two other jobs" in doc
     # a default model is only reused when it held out this very split
     cfg = load_recipe(ROOT / "recipes" / "default.toml", out="unused")
     smoke_cfg = dataclasses.replace(cfg, data=bench.repoint(cfg.data, out / "smoke-data"))
