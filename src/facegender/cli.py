@@ -168,7 +168,7 @@ def models_cmd() -> None:
     default="fp32",
     show_default=True,
     help="bf16: autocast the forward pass to bfloat16 (weights and optimizer stay float32); "
-    "about 2x faster on CPUs with AVX512-BF16 or AMX, slow on CPUs without.",
+    "1.8x faster steps on an AVX512-BF16 CPU (benchmarks/train_step.py); time it on others.",
 )
 @click.option(
     "--channels-last/--no-channels-last",
