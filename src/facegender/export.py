@@ -109,7 +109,7 @@ def store_weights_as_float16(graph, min_elements: int = 1024) -> int:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    casts, n = [], 0
+    casts = []
     for init in graph.graph.initializer:
         if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements:
             continue
@@ -119,11 +119,10 @@ def store_weights_as_float16(graph, min_elements: int = 1024) -> int:
         )
         init.CopyFrom(half)
         casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT))
-        n += 1
     nodes = casts + list(graph.graph.node)
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
-    return n
+    return len(casts)
 
 
 def set_metadata(graph, props: dict[str, str]) -> None:
