@@ -164,11 +164,20 @@ def models_cmd() -> None:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
     show_default=True,
     help="bf16: autocast the forward pass to bfloat16 (weights and optimizer stay float32); "
-    "1.8x faster steps on an AVX512-BF16 CPU (benchmarks/train_step.py); time it on others.",
+    "1.8x faster steps on an AVX512-BF16 CPU, 12x slower on AVX2 (benchmarks/train_step.py). "
+    "auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX, fp32 elsewhere; the log says which.",
+)
+@click.option(
+    "--face-crop",
+    type=click.Choice(["own", "aligned", "both"]),
+    default="own",
+    show_default=True,
+    help="own: each data set's crop. aligned: predict's detector + alignment (cached; no face "
+    "found: own crop, counted). both: one of the two per image and epoch.",
 )
 @click.option(
     "--channels-last/--no-channels-last",
@@ -263,18 +272,32 @@ def cv(folds, group_by, **opts) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result here too.")
 @click.option("--no-cache", is_flag=True, help="Do not use the decoded-image cache.")
 @click.option(
+    "--face-crop",
+    type=click.Choice(["own", "aligned"]),
+    default="own",
+    show_default=True,
+    help="own: each image is one face crop. aligned: through predict's detector + alignment "
+    "(the largest centred face; no face found: own crop, counted in the result).",
+)
+@click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False),
     help="Write report.html (self-contained) and report.md with plots into this folder.",
 )
-def evaluate(data, model, fmt, out, no_cache, report_dir) -> None:
+def evaluate(data, model, fmt, out, no_cache, face_crop, report_dir) -> None:
     """Evaluate on labelled DATA (folders or CSV manifests), each image one face crop."""
     from facegender.evaluate import evaluate as run_eval
     from facegender.evaluate import format_table
 
     try:
-        result = run_eval(list(data), model=model, cache=not no_cache, progress=fmt == "table")
+        result = run_eval(
+            list(data),
+            model=model,
+            cache=not no_cache,
+            progress=fmt == "table",
+            face_crop=face_crop,
+        )
     except FileNotFoundError as e:
         raise _Fail(str(e)) from None
     if report_dir and result.get("n"):

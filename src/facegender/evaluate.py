@@ -19,18 +19,27 @@ def evaluate(
     cache: bool = True,
     progress: bool = False,
     batch_size: int = 256,
+    face_crop: str = "own",
 ) -> dict:
-    """Metrics for each image in ``data`` treated as one face crop (no detection)."""
+    """Metrics for each image in ``data``: one face crop (``own``), or the crop ``predict``
+    makes of its largest centred face (``aligned``; see :mod:`facegender.data.cache`)."""
     clf = classifier or load_classifier(model)
     ds = read_data(data)
     arrays, ds = decode_dataset(
-        ds, clf.preprocess, default_cache_dir() if cache else None, progress=progress
+        ds,
+        clf.preprocess,
+        default_cache_dir() if cache else None,
+        progress=progress,
+        face_crop=face_crop,
     )
     y = np.array([s.label for s in ds.samples], dtype=int)
     p = clf.probabilities(arrays, batch_size=batch_size)
     result = binary_metrics(y, p) if len(y) else {"n": 0}
     result["groups"] = group_metrics(ds.samples, y, p) if len(y) else {}
     result["skipped"] = [s.to_dict() for s in ds.skipped]
+    result["face_crop"] = face_crop
+    if face_crop != "own":
+        result["no_face"] = len(ds.no_face)
     result["model"] = {
         "name": clf.config["model"]["name"],
         "backend": clf.backend,
@@ -63,10 +72,14 @@ def format_table(result: dict) -> str:
         ]
         for name, row in zip(("male", "female"), result["confusion"]["matrix"], strict=True):
             lines.append(f"  {name:<8} {row[0]:>6}  {row[1]:>6}")
-        for group, table in result.get("groups", {}).items():
-            lines.append(f"by {group}:")
+        groups = dict(result.get("groups", {}))
+        per_source = groups.pop("by_source", {})
+        tables = [(f"by {g}", t) for g, t in groups.items()]
+        tables += [(f"{src} by {g}", t) for src, ts in per_source.items() for g, t in ts.items()]
+        for title, table in tables:
+            lines.append(f"{title}:")
             for key, d in table.items():
-                lines.append(f"  {key:<18} n={d['n']:<6} accuracy {d['accuracy']:.4f}")
+                lines.append(f"  {key:<22} n={d['n']:<6} accuracy {d['accuracy']:.4f}")
     if result.get("skipped"):
         lines.append(f"skipped {len(result['skipped'])}:")
         lines += [f"  {s['path']}: {s['reason']}" for s in result["skipped"][:50]]

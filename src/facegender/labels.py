@@ -1,10 +1,33 @@
-"""Label vocabulary shared by every reader and output: 0 = male, 1 = female (UTKFace's coding)."""
+"""Label vocabulary shared by every reader and output: 0 = male, 1 = female (UTKFace's coding).
+
+Race and age groups are each source's own names: UTKFace codes race 0-4 and gives an age in years
+(grouped into :data:`AGE_BANDS`); FairFace names 7 race groups and gives an age bucket.
+"""
 
 from __future__ import annotations
 
 LABELS: tuple[str, str] = ("male", "female")
-POSITIVE = "female"
-RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
+UTKFACE_RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
+FAIRFACE_RACES: tuple[str, ...] = (
+    "White",
+    "Black",
+    "East Asian",
+    "Southeast Asian",
+    "Indian",
+    "Middle Eastern",
+    "Latino_Hispanic",
+)
+FAIRFACE_AGES: tuple[str, ...] = (
+    "0-2",
+    "3-9",
+    "10-19",
+    "20-29",
+    "30-39",
+    "40-49",
+    "50-59",
+    "60-69",
+    "more than 70",
+)
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("0-3", 0, 3),
     ("4-12", 4, 12),
@@ -13,6 +36,8 @@ AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("40-59", 40, 59),
     ("60+", 60, 10_000),
 )
+# Every age-group name in display order: UTKFace's bands, then FairFace's buckets.
+AGE_GROUP_ORDER: tuple[str, ...] = tuple(b[0] for b in AGE_BANDS) + FAIRFACE_AGES
 _ALIASES = {
     "male": 0,
     "man": 0,
@@ -32,10 +57,6 @@ def parse_label(text: str) -> int | None:
     return _ALIASES.get(str(text).strip().lower())
 
 
-def label_name(label: int) -> str:
-    return LABELS[int(label)]
-
-
 def age_band(age: int | None) -> str | None:
     if age is None:
         return None
@@ -45,5 +66,13 @@ def age_band(age: int | None) -> str | None:
     return None
 
 
-def race_name(race: int | None) -> str | None:
-    return None if race is None or not 0 <= race < len(RACES) else RACES[race]
+def age_group(sample) -> str | None:
+    """A sample's age group: its source's own bucket if it has one, else its UTKFace band."""
+    return sample.age_group or age_band(sample.age)
+
+
+def race_name(race: int | str | None) -> str | None:
+    """A race group's name: names pass through, an int is UTKFace's 0-4 code."""
+    if race is None or isinstance(race, str):
+        return race or None
+    return UTKFACE_RACES[race] if 0 <= race < len(UTKFACE_RACES) else None

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from facegender.labels import LABELS, age_band, race_name
+from facegender.labels import AGE_GROUP_ORDER, LABELS, age_group
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -141,19 +141,37 @@ def _group_table(keys: Iterable[str | None], correct: np.ndarray) -> dict[str, d
 
 
 def group_metrics(samples: Sequence, y: np.ndarray, p: np.ndarray) -> dict[str, dict]:
-    """Accuracy per age band, race, race x gender and source, where the labels exist."""
+    """Accuracy per age group, race, race x gender and source, where the labels exist.
+
+    Groups are each source's own names (UTKFace's age bands, FairFace's buckets and 7 race
+    groups). With several sources, ``by_source`` repeats the tables for each source alone, so a
+    name two sources share ("White") is never only seen pooled.
+    """
     correct = (np.asarray(p) >= 0.5).astype(int) == np.asarray(y)
-    ages = [age_band(s.age) for s in samples]
-    races = [race_name(s.race) for s in samples]
+    groups = _group_tables(samples, correct)
+    sources = sorted({s.source for s in samples})
+    if len(sources) > 1:
+        groups["by_source"] = {}
+        for src in sources:
+            idx = [i for i, s in enumerate(samples) if s.source == src]
+            tables = _group_tables([samples[i] for i in idx], correct[idx])
+            tables.pop("source", None)
+            if tables:
+                groups["by_source"][src] = tables
+    return {k: v for k, v in groups.items() if v}
+
+
+def _group_tables(samples: Sequence, correct: np.ndarray) -> dict[str, dict]:
+    races = [s.race for s in samples]
     race_gender = [
         f"{r} {LABELS[s.label]}" if r else None for r, s in zip(races, samples, strict=True)
     ]
-    age_order = ["0-3", "4-12", "13-19", "20-39", "40-59", "60+"]
+    ages = _group_table([age_group(s) for s in samples], correct)
     groups = {
-        "age": _group_table(ages, correct),
+        "age": {k: ages[k] for k in AGE_GROUP_ORDER if k in ages}
+        | {k: v for k, v in ages.items() if k not in AGE_GROUP_ORDER},
         "race": _group_table(races, correct),
         "race_gender": _group_table(race_gender, correct),
         "source": _group_table([s.source for s in samples], correct),
     }
-    groups["age"] = {k: groups["age"][k] for k in age_order if k in groups["age"]}
     return {k: v for k, v in groups.items() if v}

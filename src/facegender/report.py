@@ -265,14 +265,23 @@ def build_sections(
     )
 
     groups = Section("groups", "Accuracy by group")
+    all_groups = result.get("groups", {})
+    per_source = all_groups.get("by_source", {})
     for name, title in GROUP_TITLES.items():
-        table = result.get("groups", {}).get(name)
-        if table and name != "age":  # age bands come in age order; the rest alphabetical
-            table = dict(sorted(table.items()))
-        if table:
-            groups.images.append((fig(f"groups_{name}.png", plots.group_png(table, title)), title))
-        else:
-            groups.text.append(f"{title}: no {name} labels in this data.")
+        # Several sources: each source's own groups (FairFace's 7 races beside UTKFace's 5).
+        tables = (
+            [(f"_{src}", f"{title}: {src}", t.get(name)) for src, t in per_source.items()]
+            if per_source and name != "source"
+            else [("", title, all_groups.get(name))]
+        )
+        for suffix, label, table in tables:
+            if table and name != "age":  # age groups come in age order; the rest alphabetical
+                table = dict(sorted(table.items()))
+            if table:
+                png = fig(f"groups_{name}{suffix}.png", plots.group_png(table, label))
+                groups.images.append((png, label))
+            else:
+                groups.text.append(f"{label}: no {name} labels in this data.")
 
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(preds), size=min(25, len(preds)), replace=False)

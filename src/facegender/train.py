@@ -39,7 +39,7 @@ from facegender.classifier import TorchClassifier
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.data.manifest import write_manifest
-from facegender.labels import age_band
+from facegender.labels import age_group
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
@@ -75,7 +75,10 @@ class TrainConfig:
     cache_dir: str | None = None
     progress: bool = True
     device: str = "cpu"  # cpu | cuda (under torchrun: gloo on cpu, nccl on cuda)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; fp32 weights)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast of the forward pass; fp32 weights)
+    # own: each data set's crop | aligned: predict's detect + align crop | both: one of the two
+    # drawn per image and epoch (validation and its metrics on own crops, temperature on both)
+    face_crop: str = "own"
     channels_last: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -94,6 +97,24 @@ class TrainConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["augment"] = AugmentConfig(**known.get("augment", {}))
         return cls(**known)
+
+
+def face_crop_views(face_crop: str) -> list[str]:
+    """The decoded views a ``face_crop`` setting trains on; the first is validated on."""
+    views = {"own": ["own"], "aligned": ["aligned"], "both": ["own", "aligned"]}
+    if face_crop not in views:
+        raise ValueError(f"unknown face_crop {face_crop!r}; use own, aligned or both")
+    return views[face_crop]
+
+
+def batch_arrays(views: list[np.ndarray], idx: np.ndarray, rng) -> np.ndarray:
+    """The images ``idx`` from one view each (drawn from ``rng`` only when there are several)."""
+    out = np.asarray(views[0][idx])
+    if len(views) > 1:
+        pick = rng.integers(0, len(views), len(idx))
+        for v in range(1, len(views)):
+            out[pick == v] = views[v][idx[pick == v]]
+    return out
 
 
 def split_validation(data: DataSet, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -130,7 +151,7 @@ def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | Non
         return w / w.sum()
     if mode != "age":
         raise ValueError(f"unknown balance {mode!r}")
-    keys = [(s.source, age_band(s.age)) for s in samples]
+    keys = [(s.source, age_group(s)) for s in samples]
     counts, per_source = Counter(keys), Counter(s.source for s in samples)
     root_sum = Counter()
     for (src, _band), n in counts.items():
@@ -150,13 +171,44 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
+    """True where the CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    Elsewhere (AVX2 only) PyTorch emulates it and a bf16 training step is about 12x slower than
+    fp32 (benchmarks/train_step.py), so ``auto`` must not pick it there.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device_type: str = "cpu") -> str:
+    """``auto`` -> ``bf16`` on a GPU or a CPU with native bfloat16, ``fp32`` elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
 def forward_precision(precision: str, device_type: str = "cpu"):
     """The autocast context of a training forward pass: bfloat16 for ``bf16``, off for ``fp32``.
 
     Only the forward pass is cast; weights, gradients, optimizer state and checkpoints stay float32.
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    precision = resolve_precision(precision, device_type)
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -302,24 +354,30 @@ def prepare_data(
     log=print,
     split: tuple[list[int], list[int]] | None = None,
     report: bool = True,
+    face_crop: str | None = None,
 ):
     """Read, decode (cached) and split: returns arrays, samples and train/val indices.
 
     ``split`` gives explicit (train, val) indices into the decoded ``cfg.data`` (cross-validation
     uses it to hold a fold out); indices in neither are not used at all. ``report=False`` writes
-    no ``skipped.csv`` (the non-zero ranks of a distributed run).
+    no ``skipped.csv`` (the non-zero ranks of a distributed run). ``face_crop`` (``own`` or
+    ``aligned``; default: the first view of ``cfg.face_crop``) picks the crop decoded; every
+    crop keeps the same images in the same order.
     """
     pre = cfg.preprocess()
+    crop = face_crop or face_crop_views(cfg.face_crop)[0]
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     train_ds = read_data(cfg.data)
-    arrays, train_ds = decode_dataset(train_ds, pre, cache, progress=cfg.progress)
+    arrays, train_ds = decode_dataset(train_ds, pre, cache, progress=cfg.progress, face_crop=crop)
     if cfg.val:
         val_ds = read_data(cfg.val)
-        val_arrays, val_ds = decode_dataset(val_ds, pre, cache, progress=cfg.progress)
+        val_arrays, val_ds = decode_dataset(
+            val_ds, pre, cache, progress=cfg.progress, face_crop=crop
+        )
         tr_idx = list(range(len(train_ds.samples)))
         va_idx = list(range(len(train_ds.samples), len(train_ds.samples) + len(val_ds.samples)))
         arrays = np.concatenate([np.asarray(arrays), np.asarray(val_arrays)])
-        train_ds = DataSet(train_ds.samples + val_ds.samples, train_ds.skipped + val_ds.skipped)
+        train_ds.extend(val_ds)
     elif split is not None:
         tr_idx, va_idx = sorted(int(i) for i in split[0]), sorted(int(i) for i in split[1])
     else:
@@ -329,6 +387,11 @@ def prepare_data(
         tr_idx = sorted(rng.choice(tr_idx, cfg.max_train, replace=False).tolist())
     if report:
         report_skipped(train_ds.skipped, Path(cfg.out) / "skipped.csv", log)
+    if train_ds.no_face:
+        log(
+            f"{crop} crops: no face found in {len(train_ds.no_face)} images; "
+            "they keep the data set's own crop"
+        )
     if not tr_idx or not va_idx:
         raise ValueError(
             "need at least one training and one validation image after skipping bad ones"
@@ -373,13 +436,22 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
     t_start = time.perf_counter()
     if d.local_rank != 0:
         fgdist.barrier(d)  # local rank 0 fills the decode cache first; the others then read it
-    arrays, ds, tr_idx, va_idx = prepare_data(
-        replace(cfg, progress=show) if d.enabled else cfg, log, split, report=d.is_main
-    )
+    views = []
+    for crop in face_crop_views(cfg.face_crop):
+        arrays, ds, tr_idx, va_idx = prepare_data(
+            replace(cfg, progress=show) if d.enabled else cfg,
+            log,
+            split,
+            report=d.is_main and not views,
+            face_crop=crop,
+        )
+        views.append(arrays)
     if d.local_rank == 0:
         fgdist.barrier(d)
     labels = np.array([s.label for s in ds.samples], dtype=np.float32)
-    val_x, val_y = arrays[va_idx], labels[va_idx]
+    val_y = labels[va_idx]
+    val_views = [v[va_idx] for v in views]
+    val_x = val_views[0]
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
 
     pre = cfg.preprocess()
@@ -392,7 +464,8 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         tta_flip=False,
         **cfg.model_kwargs,
     ).to(device)
-    forward_precision(cfg.precision)  # refuses an unknown precision before any work
+    precision = resolve_precision(cfg.precision, device.type)
+    log(f"precision: {precision}" + (" (auto)" if cfg.precision == "auto" else ""))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema = copy.deepcopy(model) if cfg.ema else None
@@ -454,13 +527,14 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
                 idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-                x = augment_batch(torch.from_numpy(to_batch(arrays[idx])), cfg.augment, g)
+                x = to_batch(batch_arrays(views, idx, rng))
+                x = augment_batch(torch.from_numpy(x), cfg.augment, g)
                 if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
                     x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
                 x = x.to(device, memory_format=memory_format)
                 y = torch.from_numpy(labels[idx]).to(device)
                 target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                with forward_precision(cfg.precision, device.type):
+                with forward_precision(precision, device.type):
                     logits = net_train(x).float()
                 loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
@@ -522,7 +596,7 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         finalize(
             cfg,
             out,
-            val_x,
+            val_views,
             val_y,
             [ds.samples[i] for i in va_idx],
             history,
@@ -544,18 +618,24 @@ def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **
 
 
 def finalize(
-    cfg: TrainConfig, out: Path, val_x, val_y, val_samples, history, seconds, log, processes=1
+    cfg: TrainConfig, out: Path, val_views, val_y, val_samples, history, seconds, log, processes=1
 ) -> Path:
-    """Reload the best checkpoint, turn on flip TTA, fit the temperature, store final metrics."""
+    """Reload the best checkpoint, turn on flip TTA, fit the temperature, store final metrics.
+
+    ``val_views``: the validation images in each crop trained on; the temperature is fitted on
+    all of them (one temperature serves own crops and predict's crops), the metrics on each.
+    """
     from facegender.checkpoint import load_model
     from facegender.metrics import group_metrics
 
     model = load_model(out)
     model.tta_flip = cfg.tta_flip
     model.model_kwargs["tta_flip"] = cfg.tta_flip
-    logits = TorchClassifier(model, model.config).logits(val_x)
+    clf = TorchClassifier(model, model.config)
+    view_logits = [clf.logits(v) for v in val_views]
     y = val_y.astype(int)
-    temperature = fit_temperature(logits, y)
+    temperature = fit_temperature(np.concatenate(view_logits), np.tile(y, len(val_views)))
+    logits = view_logits[0]
     p_raw, p_cal = probability(logits), probability(logits, temperature)
     metrics = binary_metrics(y, p_cal)
     metrics["groups"] = group_metrics(val_samples, y, p_cal)
@@ -569,6 +649,13 @@ def finalize(
         "fitted_on": "validation split",
     }
     config["metrics"] = {"validation": metrics}
+    crops = face_crop_views(cfg.face_crop)
+    for crop, z in zip(crops[1:], view_logits[1:], strict=True):
+        p_view = probability(z, temperature)
+        config["metrics"][f"validation_{crop}"] = {
+            **binary_metrics(y, p_view),
+            "groups": group_metrics(val_samples, y, p_view),
+        }
     config["training"] = {
         "epochs_run": len(history),
         "seconds": round(seconds, 1),

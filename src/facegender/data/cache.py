@@ -1,8 +1,14 @@
 """Decode every sample once into a ``uint8`` array on disk, so later epochs skip JPEG decoding.
 
-The cache key covers the file list (path, size, mtime) and the preprocessing config. Decoding also
-finds the bad files a name cannot reveal: truncated, not an image, duplicate content. Arrays are
-plain ``.npy`` (loaded with ``allow_pickle=False``) plus a JSON index.
+The cache key covers the file list (path, size, mtime), the preprocessing config and the face
+crop. Decoding also finds the bad files a name cannot reveal: truncated, not an image, duplicate
+content. Arrays are plain ``.npy`` (loaded with ``allow_pickle=False``) plus a JSON index.
+
+``face_crop="own"`` keeps each data set's own crop (the centred square of the file).
+``face_crop="aligned"`` sends every image through ``predict``'s own detector and
+:mod:`facegender.align`, so the model trains (or is scored) on the crops it gets from photos. The
+face taken is the largest one centred in the image; an image where none is found keeps its own
+crop and is listed in ``DataSet.no_face``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from facegender.data.samples import DataSet, Sample, Skipped
 from facegender.preprocess import ImageDecodeError, PreprocessConfig, load_face
 
 CACHE_VERSION = 1
+FACE_CROPS = ("own", "aligned")
+_CROPPERS: dict[str, object] = {}  # one FaceCropper (and detector) per worker process
 
 
 def default_cache_dir() -> Path:
@@ -28,22 +36,55 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "facegender"
 
 
-def _decode_one(args: tuple[str, dict]) -> tuple[np.ndarray | None, str | None, str | None]:
-    path, cfg_dict = args
+def _decode_one(args: tuple) -> tuple[np.ndarray | None, str | None, str | None, bool]:
+    """``(array, sha1, error, face_found)`` for one file; ``face_found`` is True for own crops."""
+    path, cfg_dict, face_crop = args
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
-        return None, None, f"cannot read: {e.strerror or e}"
+        return None, None, f"cannot read: {e.strerror or e}", False
+    cfg = PreprocessConfig.from_dict(cfg_dict)
     try:
-        arr = load_face(raw, PreprocessConfig.from_dict(cfg_dict))
+        arr = _aligned(raw, cfg) if face_crop == "aligned" else None
+        found = arr is not None or face_crop == "own"
+        if arr is None:
+            arr = load_face(raw, cfg)
     except ImageDecodeError as e:
-        return None, None, str(e)
-    return arr, hashlib.sha1(raw).hexdigest(), None
+        return None, None, str(e), False
+    return arr, hashlib.sha1(raw).hexdigest(), None, found
 
 
-def _key(samples: list[Sample], cfg: PreprocessConfig) -> str:
+def _aligned(raw: bytes, cfg: PreprocessConfig) -> np.ndarray | None:
+    """predict's crop of the image's subject face, or None where no face is found."""
+    from facegender.predict import FaceCropper
+
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _CROPPERS:  # one detector thread: the pool's processes fill the cores
+        _CROPPERS[key] = FaceCropper(cfg, detector_kwargs={"threads": 1})
+    crops = _CROPPERS[key](raw)
+    if crops.status == "error":
+        raise ImageDecodeError(crops.error)
+    i = subject_index(crops.boxes, crops.width or 0, crops.height or 0)
+    return None if i is None else crops.arrays[i]
+
+
+def subject_index(boxes: list[list[int]], width: int, height: int) -> int | None:
+    """The face a data-set crop is about: the largest box whose centre is in the middle half."""
+    best, best_area = None, 0
+    for i, (x, y, w, h) in enumerate(boxes):
+        centred = (
+            abs(x + w / 2 - width / 2) <= width / 4 and abs(y + h / 2 - height / 2) <= height / 4
+        )
+        if centred and w * h > best_area:
+            best, best_area = i, w * h
+    return best
+
+
+def _key(samples: list[Sample], cfg: PreprocessConfig, face_crop: str) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    if face_crop != "own":  # own crops keep the keys of caches made before face_crop existed
+        h.update(face_crop.encode())
     for s in samples:
         try:
             st = os.stat(s.path)
@@ -59,34 +100,42 @@ def decode_dataset(
     cache_dir: Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    face_crop: str = "own",
 ) -> tuple[np.ndarray, DataSet]:
     """Return ``(arrays, kept)``: arrays ``N x S x S x C`` for the samples that decoded.
 
     ``kept.skipped`` is ``data.skipped`` plus the files that failed to decode or repeat an
-    earlier file's bytes. With ``cache_dir`` set, the result is stored and reused.
+    earlier file's bytes; the same files are kept for either ``face_crop``, in the same order.
+    With ``cache_dir`` set, the result is stored and reused.
     """
+    if face_crop not in FACE_CROPS:
+        raise ValueError(f"unknown face_crop {face_crop!r}; use one of {', '.join(FACE_CROPS)}")
     samples = data.samples
-    key = _key(samples, cfg)
+    key = _key(samples, cfg, face_crop)
     if cache_dir is not None:
         npy, idx = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
         if npy.exists() and idx.exists():
             meta = json.loads(idx.read_text())
             kept = DataSet([samples[i] for i in meta["kept"]], list(data.skipped))
             kept.skipped += [Skipped(**d) for d in meta["skipped"]]
+            kept.no_face = [samples[i].path for i in meta.get("no_face", [])]
             return np.load(npy, mmap_mode="r", allow_pickle=False), kept
 
     s = cfg.image_size
     arrays = np.zeros((len(samples), s, s, cfg.channels), dtype=np.uint8)
     kept_idx: list[int] = []
+    no_face: list[int] = []
     new_skipped: list[Skipped] = []
     seen: dict[str, str] = {}
     workers = workers or min(os.cpu_count() or 1, 8)
-    jobs = [(smp.path, cfg.to_dict()) for smp in samples]
+    jobs = [(smp.path, cfg.to_dict(), face_crop) for smp in samples]
+    # fork, as for own crops: the parent never runs the detector, so its OpenMP starts fresh
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) >= 64 else None
     results = pool.map(_decode_one, jobs, chunksize=64) if pool else map(_decode_one, jobs)
     try:
-        bar = tqdm(results, total=len(jobs), desc="decode", unit="img", disable=not progress)
-        for i, (arr, digest, err) in enumerate(bar):
+        desc = "decode" if face_crop == "own" else "detect + align"
+        bar = tqdm(results, total=len(jobs), desc=desc, unit="img", disable=not progress)
+        for i, (arr, digest, err, found) in enumerate(bar):
             if err is not None:
                 new_skipped.append(Skipped(samples[i].path, err))
                 continue
@@ -95,16 +144,20 @@ def decode_dataset(
                 continue
             seen[digest] = samples[i].path
             arrays[len(kept_idx)] = arr
+            if not found:
+                no_face.append(i)
             kept_idx.append(i)
     finally:
         if pool:
             pool.shutdown()
     arrays = arrays[: len(kept_idx)]
     kept = DataSet([samples[i] for i in kept_idx], list(data.skipped) + new_skipped)
+    kept.no_face = [samples[i].path for i in no_face]
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         tmp = npy.with_suffix(".tmp.npy")
         np.save(tmp, arrays, allow_pickle=False)
         os.replace(tmp, npy)
-        idx.write_text(json.dumps({"kept": kept_idx, "skipped": [asdict(x) for x in new_skipped]}))
+        meta = {"kept": kept_idx, "skipped": [asdict(x) for x in new_skipped], "no_face": no_face}
+        idx.write_text(json.dumps(meta))
     return arrays, kept

@@ -1,15 +1,18 @@
 """Turn ``DATA`` arguments (folders or CSV manifests) into one :class:`DataSet`.
 
-In a folder, a file under a class folder (``male``/``female``/``man``/``woman``/``men``/``women``,
+A folder holding FairFace's ``labels.csv`` is read through it. In any other folder, a file under a
+class folder (``male``/``female``/``man``/``woman``/``men``/``women``,
 any case, any depth, e.g. ``Training/male``) takes that label; otherwise a UTKFace-style name gives
 it. Anything else that looks like an image is reported as unlabelled, never silently dropped.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
+from facegender.data.fairface import LABELS_FILE, is_fairface_header, read_fairface
 from facegender.data.manifest import read_manifest
 from facegender.data.samples import DataSet, Sample, Skipped
 from facegender.data.utkface import looks_like_utkface, parse_utkface
@@ -31,8 +34,10 @@ def _class_of(rel_dirs: tuple[str, ...]) -> int | None:
 
 
 def read_folder(root: Path, source: str | None = None) -> DataSet:
-    out = DataSet()
     source = source or root.resolve().name
+    if _csv_is_fairface(root / LABELS_FILE):
+        return read_fairface(root / LABELS_FILE, source)
+    out = DataSet()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel = Path(dirpath).relative_to(root).parts
@@ -62,6 +67,13 @@ def read_folder(root: Path, source: str | None = None) -> DataSet:
     return out
 
 
+def _csv_is_fairface(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        return is_fairface_header(next(csv.reader(f), []))
+
+
 def read_data(specs: list[str | Path] | str | Path) -> DataSet:
     """Read every ``DATA`` spec; missing paths are reported as skipped items, never raised."""
     if isinstance(specs, str | Path):
@@ -72,7 +84,7 @@ def read_data(specs: list[str | Path] | str | Path) -> DataSet:
         if p.is_dir():
             out.extend(read_folder(p))
         elif p.is_file() and p.suffix.lower() == ".csv":
-            out.extend(read_manifest(p))
+            out.extend(read_fairface(p) if _csv_is_fairface(p) else read_manifest(p))
         elif p.is_file():
             out.skipped.append(Skipped(str(p), "not a folder or a .csv manifest"))
         else:

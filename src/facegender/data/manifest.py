@@ -1,4 +1,6 @@
-"""CSV manifests: ``path,label`` plus optional ``age,race,source``; paths relative to the CSV.
+"""CSV manifests: ``path,label`` plus optional ``age,age_group,race,source``, paths relative to it.
+
+``race`` is a group name (any source's), or UTKFace's 0-4 code.
 
 :func:`write_manifest` writes one that reads back to the same samples (held-out splits, folds).
 """
@@ -9,7 +11,7 @@ import csv
 from pathlib import Path
 
 from facegender.data.samples import DataSet, Sample, Skipped
-from facegender.labels import RACES, parse_label
+from facegender.labels import parse_label, race_name
 
 
 def _int_or_none(v: str | None) -> int | None:
@@ -17,12 +19,16 @@ def _int_or_none(v: str | None) -> int | None:
     return int(float(v)) if v else None
 
 
-def _race(v: str | None) -> int | None:
+def _race(v: str | None) -> str | None:
     v = (v or "").strip()
     if not v:
         return None
-    names = [r.lower() for r in RACES]
-    return names.index(v.lower()) if v.lower() in names else int(v)
+    if v.isdigit():
+        name = race_name(int(v))
+        if name is None:
+            raise ValueError(f"race code {v} (UTKFace codes are 0-4)")
+        return name
+    return v
 
 
 def read_manifest(csv_path: Path) -> DataSet:
@@ -56,7 +62,8 @@ def read_manifest(csv_path: Path) -> DataSet:
                 out.skipped.append(Skipped(path, f"bad age/race in {where}"))
                 continue
             source = row.get("source", "").strip() or default_source
-            out.samples.append(Sample(path, label, source, age=age, race=race))
+            group = row.get("age_group", "").strip() or None
+            out.samples.append(Sample(path, label, source, age=age, race=race, age_group=group))
     return out
 
 
@@ -64,10 +71,8 @@ def write_manifest(samples: list[Sample], path: Path) -> Path:
     """A CSV manifest ``facegender evaluate`` (and ``train``) reads back with the same labels."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "age", "race", "source"])
+        w.writerow(["path", "label", "age", "age_group", "race", "source"])
         for s in samples:
-            w.writerow(
-                [s.path, s.label, "" if s.age is None else s.age, "" if s.race is None else s.race]
-                + [s.source]
-            )
+            age = "" if s.age is None else s.age
+            w.writerow([s.path, s.label, age, s.age_group or "", s.race or "", s.source])
     return path

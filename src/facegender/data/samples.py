@@ -11,7 +11,8 @@ class Sample:
     label: int  # 0 = male, 1 = female
     source: str
     age: int | None = None
-    race: int | None = None
+    race: str | None = None  # the source's own group name (UTKFace "Asian", FairFace "East Asian")
+    age_group: str | None = None  # a source's own age bucket (FairFace "3-9"); else from ``age``
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,13 @@ class Skipped:
 class DataSet:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # paths whose detect + align crop found no face and fell back to the data set's own crop
+    no_face: list[str] = field(default_factory=list)
 
     def extend(self, other: DataSet) -> None:
         self.samples.extend(other.samples)
         self.skipped.extend(other.skipped)
+        self.no_face.extend(other.no_face)
 
     def summary(self) -> dict:
         """Counts per source and label, for logs and the checkpoint's data summary."""

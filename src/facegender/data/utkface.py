@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from facegender.data.samples import Sample, Skipped
+from facegender.labels import UTKFACE_RACES
 
 _UTK = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
 _UTK_LIKE = re.compile(r"^\d+_")
@@ -26,4 +27,4 @@ def parse_utkface(path: str, name: str, source: str) -> Sample | Skipped:
         return Skipped(path, f"unknown race {race} (want 0-4)")
     if age > 120:
         return Skipped(path, f"implausible age {age}")
-    return Sample(path, gender, source, age=age, race=race)
+    return Sample(path, gender, source, age=age, race=UTKFACE_RACES[race])
