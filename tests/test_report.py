@@ -112,6 +112,7 @@ def test_one_class_report_says_curves_are_undefined(tmp_path, eval_dir):
     paths = write_report(result, tmp_path, n_boot=50)
     md = paths["markdown"].read_text()
     assert "ROC and PR curves are undefined" in md
+    assert re.findall(r'<a id="(\w+)"></a>', md) == list(SECTIONS)  # one builder each, in order
     assert not (tmp_path / "roc.png").exists()
     assert "no training record" in md
 

@@ -135,8 +135,9 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _training_section(model_dir: Path | None, out: Path) -> Section:
+def _training_section(r: ReportData) -> Section:
     """The checkpoint's own training record: curves.png, history and calibration, if present."""
+    model_dir, out = r.model_dir, r.out
     sec = Section("training", "Training run")
     if model_dir is None or not (model_dir / "config.json").is_file():
         sec.text.append("No checkpoint folder (with config.json) given, so no training record.")
@@ -184,88 +185,120 @@ def _training_section(model_dir: Path | None, out: Path) -> Section:
     return sec
 
 
-def build_sections(
-    result: dict, out: Path, model_dir: Path | None = None, n_boot: int = 1000, seed: int = 0
-) -> list[Section]:
-    """Compute every section and write its figures into ``out``."""
-    preds = result.get("predictions") or []
-    if not preds:
-        raise ValueError("the evaluation has no predictions to report on")
-    y = np.array([d["label"] for d in preds], dtype=int)
-    p = np.array([d["female_probability"] for d in preds], dtype=float)
-    both = len(np.unique(y)) == 2
+@dataclass
+class ReportData:
+    """What every section builder reads: the evaluation, its labels and probabilities, and the
+    folder the figures go to (one object, so adding a section means adding one function)."""
 
-    def fig(name: str, png: bytes) -> str:
-        (out / name).write_bytes(png)
+    result: dict
+    out: Path
+    model_dir: Path | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    preds: list[dict] = field(init=False)
+    y: np.ndarray = field(init=False)  # truth, 1 = female
+    p: np.ndarray = field(init=False)  # P(female)
+
+    def __post_init__(self) -> None:
+        self.preds = self.result.get("predictions") or []
+        if not self.preds:
+            raise ValueError("the evaluation has no predictions to report on")
+        self.y = np.array([d["label"] for d in self.preds], dtype=int)
+        self.p = np.array([d["female_probability"] for d in self.preds], dtype=float)
+
+    def figure(self, name: str, png: bytes) -> str:
+        """Write one PNG into the report folder; returns its file name for ``Section.images``."""
+        (self.out / name).write_bytes(png)
         return name
 
-    model = result.get("model", {})
-    summary = Section("summary", "Summary")
-    counts = np.bincount(y, minlength=2)
-    summary.text += [
-        f"{len(y)} images ({counts[0]} male, {counts[1]} female), "
-        f"{len(result.get('skipped', []))} skipped.",
+
+def _summary_section(r: ReportData) -> Section:
+    model = r.result.get("model", {})
+    counts = np.bincount(r.y, minlength=2)
+    sec = Section("summary", "Summary")
+    sec.text += [
+        f"{len(r.y)} images ({counts[0]} male, {counts[1]} female), "
+        f"{len(r.result.get('skipped', []))} skipped.",
         f"Model: {model.get('name', '?')} ({model.get('backend', '?')} backend), "
         f"temperature {_num(model.get('temperature'), 3)}. Positive class: female; "
         "a face is called female when P(female) >= 0.5.",
     ]
+    return sec
 
-    metrics = Section("metrics", "Headline metrics with 95 % intervals")
-    rows = headline(y, p, n_boot)
-    metrics.table = (
+
+def _metrics_section(r: ReportData) -> Section:
+    sec = Section("metrics", "Headline metrics with 95 % intervals")
+    sec.table = (
         ["metric", "value", "95 % interval", "interval method"],
         [
             [
-                r["metric"],
-                _num(r["value"]),
-                f"{_num(r['ci95'][0])} - {_num(r['ci95'][1])}",
-                r["method"],
+                row["metric"],
+                _num(row["value"]),
+                f"{_num(row['ci95'][0])} - {_num(row['ci95'][1])}",
+                row["method"],
             ]
-            for r in rows
+            for row in headline(r.y, r.p, r.n_boot)
         ],
     )
-    metrics.text.append(
+    sec.text.append(
         "Wilson score intervals for proportions; percentile bootstrap over images otherwise."
     )
+    return sec
 
-    classification = Section("classification", "Classification report")
-    classification.table = (
+
+def _classification_section(r: ReportData) -> Section:
+    sec = Section("classification", "Classification report")
+    sec.table = (
         ["class", "precision", "recall", "F1", "support"],
-        classification_rows(y, p),
+        classification_rows(r.y, r.p),
     )
-    classification.text.append(
+    sec.text.append(
         "Per class at P(female) >= 0.5, as scikit-learn's classification_report; the accuracy "
         "row's F1 column holds the accuracy."
     )
+    return sec
 
-    matrix = result.get("confusion", {}).get("matrix") or np.zeros((2, 2), int).tolist()
-    confusion = Section("confusion", "Confusion matrix")
-    confusion.table = (
+
+def _confusion_section(r: ReportData) -> Section:
+    matrix = r.result.get("confusion", {}).get("matrix") or np.zeros((2, 2), int).tolist()
+    sec = Section("confusion", "Confusion matrix")
+    sec.table = (
         ["truth \\ predicted", *LABELS],
         [[LABELS[i], *(str(v) for v in row)] for i, row in enumerate(matrix)],
     )
-    confusion.images.append((fig("confusion.png", plots.confusion_png(matrix)), "Rows: truth."))
+    sec.images.append((r.figure("confusion.png", plots.confusion_png(matrix)), "Rows: truth."))
+    return sec
 
-    curves = Section("curves", "ROC and precision-recall curves")
-    if both:
-        curves.images += [
-            (fig("roc.png", plots.roc_png(y, p)), "ROC curve (positive: female)."),
-            (fig("pr.png", plots.pr_png(y, p)), "Precision-recall curve (positive: female)."),
+
+def _curves_section(r: ReportData) -> Section:
+    sec = Section("curves", "ROC and precision-recall curves")
+    if len(np.unique(r.y)) == 2:
+        sec.images += [
+            (r.figure("roc.png", plots.roc_png(r.y, r.p)), "ROC curve (positive: female)."),
+            (
+                r.figure("pr.png", plots.pr_png(r.y, r.p)),
+                "Precision-recall curve (positive: female).",
+            ),
         ]
     else:
-        curves.text.append("Only one class present: ROC and PR curves are undefined.")
+        sec.text.append("Only one class present: ROC and PR curves are undefined.")
+    return sec
 
-    calibration = Section("calibration", "Calibration (reliability diagram)")
-    calibration.text.append(
+
+def _calibration_section(r: ReportData) -> Section:
+    sec = Section("calibration", "Calibration (reliability diagram)")
+    sec.text.append(
         "Bars: observed share of women among images whose P(female) falls in each bin; a "
         "calibrated model sits on the diagonal. Below: images per bin."
     )
-    calibration.images.append(
-        (fig("reliability.png", plots.reliability_png(y, p)), "Reliability diagram.")
-    )
+    png = plots.reliability_png(r.y, r.p)
+    sec.images.append((r.figure("reliability.png", png), "Reliability diagram."))
+    return sec
 
-    groups = Section("groups", "Accuracy by group")
-    all_groups = result.get("groups", {})
+
+def _groups_section(r: ReportData) -> Section:
+    sec = Section("groups", "Accuracy by group")
+    all_groups = r.result.get("groups", {})
     per_source = all_groups.get("by_source", {})
     for name, title in GROUP_TITLES.items():
         # Several sources: each source's own groups (FairFace's 7 races beside UTKFace's 5).
@@ -278,72 +311,78 @@ def build_sections(
             if table and name != "age":  # age groups come in age order; the rest alphabetical
                 table = dict(sorted(table.items()))
             if table:
-                png = fig(f"groups_{name}{suffix}.png", plots.group_png(table, label))
-                groups.images.append((png, label))
+                png = r.figure(f"groups_{name}{suffix}.png", plots.group_png(table, label))
+                sec.images.append((png, label))
             else:
-                groups.text.append(f"{label}: no {name} labels in this data.")
+                sec.text.append(f"{label}: no {name} labels in this data.")
+    return sec
 
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(preds), size=min(25, len(preds)), replace=False)
-    samples = Section("samples", "Sample predictions")
-    samples.text.append(
-        f"{len(pick)} images drawn at random (seed {seed}); title: predicted label and its "
+
+def _samples_section(r: ReportData) -> Section:
+    rng = np.random.default_rng(r.seed)
+    pick = rng.choice(len(r.preds), size=min(25, len(r.preds)), replace=False)
+    sec = Section("samples", "Sample predictions")
+    sec.text.append(
+        f"{len(pick)} images drawn at random (seed {r.seed}); title: predicted label and its "
         "probability, then the truth. Green: right, red: wrong."
     )
-    samples.images.append(
-        (
-            fig(
-                "samples.png",
-                plots.prediction_grid_png([preds[i] for i in sorted(pick)], "Sample predictions"),
-            ),
-            "Random sample.",
-        )
-    )
+    grid = plots.prediction_grid_png([r.preds[i] for i in sorted(pick)], "Sample predictions")
+    sec.images.append((r.figure("samples.png", grid), "Random sample."))
+    return sec
 
-    wrong = np.flatnonzero((p >= 0.5).astype(int) != y)
-    conf = np.maximum(p, 1 - p)
+
+def _mistakes_section(r: ReportData) -> Section:
+    wrong = np.flatnonzero((r.p >= 0.5).astype(int) != r.y)
+    conf = np.maximum(r.p, 1 - r.p)
     worst = wrong[np.argsort(-conf[wrong], kind="stable")][:25]
-    mistakes = Section("mistakes", "Most confident mistakes")
-    if len(worst):
-        mistakes.text.append(
-            f"{len(wrong)} mistakes in all; the {len(worst)} made with the highest confidence."
-        )
-        mistakes.images.append(
-            (
-                fig(
-                    "mistakes.png",
-                    plots.prediction_grid_png([preds[i] for i in worst], "Most confident mistakes"),
-                ),
-                "Most confident mistakes.",
-            )
-        )
-        mistakes.table = (
-            ["file", "truth", "P(female)"],
-            [[preds[i]["path"], LABELS[y[i]], f"{p[i]:.4f}"] for i in worst],
-        )
-    else:
-        mistakes.text.append("No mistakes.")
+    sec = Section("mistakes", "Most confident mistakes")
+    if not len(worst):
+        sec.text.append("No mistakes.")
+        return sec
+    sec.text.append(
+        f"{len(wrong)} mistakes in all; the {len(worst)} made with the highest confidence."
+    )
+    grid = plots.prediction_grid_png([r.preds[i] for i in worst], "Most confident mistakes")
+    sec.images.append((r.figure("mistakes.png", grid), "Most confident mistakes."))
+    sec.table = (
+        ["file", "truth", "P(female)"],
+        [[r.preds[i]["path"], LABELS[r.y[i]], f"{r.p[i]:.4f}"] for i in worst],
+    )
+    return sec
 
-    skipped = Section("skipped", "Skipped files")
-    skip = result.get("skipped", [])
+
+def _skipped_section(r: ReportData) -> Section:
+    sec = Section("skipped", "Skipped files")
+    skip = r.result.get("skipped", [])
     if skip:
-        skipped.table = (["file", "reason"], [[s["path"], s["reason"]] for s in skip])
+        sec.table = (["file", "reason"], [[s["path"], s["reason"]] for s in skip])
     else:
-        skipped.text.append("None: every file was read.")
+        sec.text.append("None: every file was read.")
+    return sec
 
-    return [
-        summary,
-        metrics,
-        classification,
-        confusion,
-        curves,
-        calibration,
-        groups,
-        samples,
-        mistakes,
-        _training_section(model_dir, out),
-        skipped,
-    ]
+
+# One builder per entry of SECTIONS, in the same order.
+SECTION_BUILDERS = (
+    _summary_section,
+    _metrics_section,
+    _classification_section,
+    _confusion_section,
+    _curves_section,
+    _calibration_section,
+    _groups_section,
+    _samples_section,
+    _mistakes_section,
+    _training_section,
+    _skipped_section,
+)
+
+
+def build_sections(
+    result: dict, out: Path, model_dir: Path | None = None, n_boot: int = 1000, seed: int = 0
+) -> list[Section]:
+    """Compute every section and write its figures into ``out``."""
+    data = ReportData(result, Path(out), model_dir, n_boot, seed)
+    return [build(data) for build in SECTION_BUILDERS]
 
 
 _CSS = """
