@@ -230,31 +230,35 @@ def test_int8_model_tracks_fp32(onnx_checkpoint, synthetic_dirs):
     assert np.abs(pi - pf).mean() < 0.05
 
 
-def test_bundle_ships_a_calibrated_fast_variant(tiny_checkpoint, tmp_path):
-    """bundle() writes float16 weights, model.onnx and the int8 no-TTA model.fast.onnx, and
-    `--model fast` style names resolve to the bundled files."""
+def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monkeypatch):
+    """bundle() writes float16 weights and, as model.onnx, the int8 no-TTA graph with its own
+    calibration in config.json; an older bundle's model.fast.onnx is removed, and `fast` is then
+    an alias of the bundled folder."""
+    import facegender.checkpoint
     from facegender.bundle import bundle
     from facegender.checkpoint import FAST_ONNX_FILE, resolve_model
     from facegender.classifier import load_classifier
 
-    dest = bundle(tiny_checkpoint, tmp_path / "bundled")
-    fast = load_classifier(dest / FAST_ONNX_FILE)
-    assert fast.backend == "onnx" and fast.config["model"]["kwargs"]["tta_flip"] is False
-    assert fast.config["calibration"]["fitted_on"] == "validation split"
-    default = json.loads((dest / "config.json").read_text())
-    assert default["model"]["kwargs"]["tta_flip"] is True
-    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    p_fast, p_full = fast.probabilities(x), load_classifier(dest).probabilities(x)
-    assert p_fast.shape == (8,) and np.all((p_fast > 0) & (p_fast < 1))
-    assert np.mean((p_fast >= 0.5) == (p_full >= 0.5)) >= 0.75
-    assert resolve_model("fast").name == FAST_ONNX_FILE and resolve_model(None).is_dir()
-    # model.onnx stores the (already float16) weights as float16 and still matches PyTorch
+    dest = tmp_path / "bundled"
+    dest.mkdir()
+    (dest / FAST_ONNX_FILE).write_bytes(b"stale")
+    bundle(tiny_checkpoint, dest)
+    assert sorted(f.name for f in dest.glob("*.onnx")) == ["model.onnx"]
+    run = json.loads((tiny_checkpoint / "config.json").read_text())
+    config = json.loads((dest / "config.json").read_text())
+    assert run["model"]["kwargs"]["tta_flip"] is True
+    assert config["model"]["kwargs"]["tta_flip"] is False
+    assert config["calibration"]["fitted_on"] == "validation split"
+    assert config["calibration"]["temperature"] != run["calibration"]["temperature"]
     graph = onnx.load(str(dest / "model.onnx"))
-    dtypes = {i.data_type for i in graph.graph.initializer if np.prod(i.dims) >= 1024}
-    assert dtypes == {onnx.TensorProto.FLOAT16}
-    np.testing.assert_allclose(
-        load_classifier(dest, backend="onnx").logits(x),
-        load_classifier(dest, backend="torch").logits(x),
-        atol=1e-4,
-        rtol=0,
-    )
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really int8
+    int8, torch_fp32 = load_classifier(dest), load_classifier(dest, backend="torch")
+    assert int8.backend == "onnx" and int8.temperature == config["calibration"]["temperature"]
+    x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    z8, z32 = int8.logits(x), torch_fp32.logits(x)
+    assert not np.allclose(z8, z32, atol=1e-5)  # quantised, not a copy of the float graph
+    assert np.mean((z8 >= 0) == (z32 >= 0)) >= 0.9
+    assert np.corrcoef(z8, z32)[0, 1] > 0.95
+    monkeypatch.setattr(facegender.checkpoint, "bundled_model_dir", lambda: dest)
+    assert resolve_model("fast") == resolve_model("default") == resolve_model(None) == dest

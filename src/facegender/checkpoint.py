@@ -20,7 +20,7 @@ from facegender.preprocess import PreprocessConfig
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
-# The bundled model's speed variant: int8, no flip TTA, its own temperature (see bundle.py).
+# Where bundles before the default became the int8 graph kept it (bundle.py now removes it).
 FAST_ONNX_FILE = "model.fast.onnx"
 BUNDLED_NAMES = ("default", "fast")
 
@@ -31,11 +31,13 @@ def bundled_model_dir() -> Path:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """What ``--model`` names: a checkpoint folder or ``.onnx`` file, or a bundled model by name
-    (``default``, or ``fast`` for the int8 variant); a path that exists wins over a name."""
+    """What ``--model`` names: a checkpoint folder or ``.onnx`` file, or a bundled model by name;
+    a path that exists wins over a name. ``default`` is the int8 graph (bundle.py), and ``fast``
+    stays as its alias (an older bundle's separate ``model.fast.onnx`` while one is installed)."""
     if model is None or (str(model) in BUNDLED_NAMES and not Path(model).exists()):
         folder = bundled_model_dir()
-        return folder / FAST_ONNX_FILE if str(model) == "fast" else folder
+        legacy = folder / FAST_ONNX_FILE
+        return legacy if str(model) == "fast" and legacy.is_file() else folder
     return Path(model)
 
 

@@ -383,7 +383,10 @@ def export(model, fmt, out, opset, batch, quantize, calib_data, float16_weights)
     "--max-mb", default=10.0, show_default=True, type=float, help="Largest upload in MiB."
 )
 @click.option(
-    "--threads", default=None, type=int, help="Classifier threads per worker (default: torch's)."
+    "--threads",
+    default=None,
+    type=int,
+    help="Classifier threads per worker (default: the cores divided between the workers).",
 )
 def serve(host, port, model, workers, max_mb, threads) -> None:
     """Serve the web page at / and the JSON API at /v1/predict (docs at /docs)."""

@@ -24,9 +24,13 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from facegender.cpu import DETECTOR_THREADS
+
 # Landmark rows, as seen in the image: eye on the image's left, eye on the image's right, nose
 # tip, mouth corner on the image's left, mouth corner on the image's right.
 LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+# Longest side of the frame the detector sees (benchmarks/detect_accuracy.py --max-side ...).
+DEFAULT_MAX_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,6 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray | Image.Image) -> list[Detection]: ...
 
 
-def _limit_omp_threads(threads: int | None) -> None:
-    # libfacedetection parallelises with OpenMP; one thread per process is the fastest choice when
-    # several worker processes share the cores (and the variable must be set before first use).
-    if threads:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 # libfacedetection's C entry point, ``int *facedetect_cnn(unsigned char *result_buffer,
 # unsigned char *bgr, int width, int height, int step)``, as exported (C++ name) by the library
 # that ``yuface`` ships. It fills ``result_buffer`` with a count and 16 int16 per face.
@@ -61,11 +58,13 @@ _CALL_LOCK = threading.Lock()  # the library's lazy initialisation is not thread
 
 
 def _facedetect_cnn():
-    """The library function, called through ctypes with a buffer we own and reuse.
+    """The library function, and its OpenMP runtime's ``omp_set_num_threads``, through ctypes.
 
     ``yuface.c_detect`` mallocs a 36 KB result buffer per call and never frees it: the resident
     memory of a long-running service grew by ~35 MB per 1,000 photos. Calling the same library
     with our own buffer keeps the weights-in-the-wheel packaging and leaks nothing.
+    ``omp_set_num_threads`` is looked up through the library's handle, so it is the OpenMP
+    runtime the detector really uses (yuface ships its own libgomp, apart from torch's).
     """
     import yuface
 
@@ -73,7 +72,11 @@ def _facedetect_cnn():
     fn = getattr(lib, _ENTRY)
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_void_p
-    return fn
+    set_threads = getattr(lib, "omp_set_num_threads", None)
+    if set_threads is not None:
+        set_threads.argtypes = [ctypes.c_int]
+        set_threads.restype = None
+    return fn, set_threads
 
 
 class YuNetDetector:
@@ -81,17 +84,28 @@ class YuNetDetector:
 
     name = "yunet"
 
-    def __init__(self, min_score: float = 0.5, max_side: int = 512, threads: int | None = None):
-        _limit_omp_threads(threads)
-        self._fn = _facedetect_cnn()  # fails early, at construction, if yuface is missing
+    def __init__(
+        self,
+        min_score: float = 0.5,
+        max_side: int = DEFAULT_MAX_SIDE,
+        threads: int | None = DETECTOR_THREADS,
+    ):
+        """``threads``: OpenMP threads per detection (default 1, see :mod:`facegender.cpu`);
+        0 or None leaves the OpenMP default (every core, ``OMP_NUM_THREADS``)."""
+        # fails early, at construction, if yuface is missing
+        self._fn, self._set_threads = _facedetect_cnn()
         self._buf = np.zeros(_RESULT_BYTES, np.uint8)
         self.min_score = float(min_score)
         self.max_side = int(max_side)
+        self.threads = int(threads or 0)
 
     def _raw(self, bgr: np.ndarray) -> np.ndarray:
         """int16 rows: score*100, x, y, w, h, 10 landmark coordinates, one unused."""
         h, w = bgr.shape[:2]
         with _CALL_LOCK:
+            if self.threads and self._set_threads is not None:
+                # An OpenMP setting of the calling thread: the service detects in its own thread.
+                self._set_threads(self.threads)
             self._fn(self._buf.ctypes.data, bgr.ctypes.data, w, h, w * 3)
             n = int(self._buf[:4].view(np.int32)[0])
             rows = self._buf[4 : 4 + 2 * _FACE_FIELDS * n].view(np.int16)

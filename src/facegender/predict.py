@@ -16,7 +16,6 @@ most a few batches are in flight, and results are yielded in input order as they
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from facegender.cpu import DETECTOR_THREADS, classifier_threads, usable_cores
+from facegender.detect import DEFAULT_MAX_SIDE
 from facegender.labels import LABELS
 from facegender.preprocess import ImageDecodeError, PreprocessConfig, face_array, open_image
 
@@ -231,9 +232,11 @@ class Predictor:
 
     ``model``: checkpoint folder or ``.onnx`` file (None: the bundled model). ``detect=False``
     treats each image as one face crop (box = whole image, score 1.0). ``min_face``: smallest face
-    width in pixels. ``threads``: classifier threads. ``workers``: default decode/detect processes
-    for :meth:`predict_iter` (0: in this process). ``max_side``: frames are downscaled to this
-    longest side before detection.
+    width in pixels. ``workers``: default decode/detect processes for :meth:`predict_iter` (0: in
+    this process). ``threads``: classifier threads (None: the cores the workers leave,
+    :func:`facegender.cpu.classifier_threads`; 0: onnxruntime's choice). ``detector_threads``:
+    OpenMP threads per detection (1; 0: OpenMP's default). ``max_side``: frames are downscaled to
+    this longest side before detection.
     """
 
     def __init__(
@@ -246,14 +249,17 @@ class Predictor:
         backend: str = "auto",
         classifier=None,
         detector: str = "yunet",
-        max_side: int = 512,
+        max_side: int = DEFAULT_MAX_SIDE,
         min_score: float = 0.5,
         batch_size: int = 64,
         workers: int = 0,
+        detector_threads: int = DETECTOR_THREADS,
     ):
         if classifier is None:
             from facegender.classifier import load_classifier
 
+            if threads is None:
+                threads = classifier_threads(workers)
             classifier = load_classifier(model, backend=backend, threads=threads)
         self.classifier = classifier
         self.batch_size = max(1, int(batch_size))
@@ -263,7 +269,11 @@ class Predictor:
             detect=detect,
             min_face=min_face,
             detector=detector,
-            detector_kwargs={"max_side": max_side, "min_score": min_score},
+            detector_kwargs={
+                "max_side": max_side,
+                "min_score": min_score,
+                "threads": detector_threads,
+            },
         )
 
     def predict(self, image: Any, bgr: bool = False, path: str | None = None) -> ImageResult:
@@ -325,4 +335,4 @@ class Predictor:
 
 def default_workers() -> int:
     """Decode/detect processes for folders: the cores left after the classifier's process."""
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
+    return max(1, min(8, usable_cores() - 1))

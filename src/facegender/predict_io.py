@@ -198,8 +198,6 @@ def run_predict(
         raise ValueError("--resume needs --out FILE with --format jsonl or csv")
     out_path = Path(out) if out else None
     done = done_paths(out_path, fmt) if resume and out_path else set()
-    predictor = Predictor(model, detect=detect, min_face=min_face, batch_size=batch_size)
-
     found = 0
 
     def todo() -> Iterator[str]:
@@ -215,6 +213,10 @@ def run_predict(
         workers = default_workers() if len(head) == 16 else 0
     if not head and not found:
         raise FileNotFoundError(f"no images found in {', '.join(map(str, paths))}")
+    # Built once the worker count is known: the classifier gets the cores the workers leave.
+    predictor = Predictor(
+        model, detect=detect, min_face=min_face, batch_size=batch_size, workers=workers
+    )
     source = itertools.chain(head, todo_iter)
 
     append = bool(done) and out_path is not None and out_path.exists()

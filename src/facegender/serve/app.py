@@ -28,6 +28,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegender import __version__
+from facegender.cpu import classifier_threads
 from facegender.serve.model_info import model_summary
 from facegender.serve.upload import FIELD, UploadError, read_upload
 
@@ -87,8 +88,15 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     concurrency: int = DEFAULT_CONCURRENCY,
     threads: int | None = None,
+    processes: int = 1,
 ) -> FastAPI:
-    """Build the app. ``predictor`` wins; else a Predictor for ``model`` is loaded at startup."""
+    """Build the app. ``predictor`` wins; else a Predictor for ``model`` is loaded at startup.
+
+    ``threads``: classifier threads (None: this process's share of the cores, with ``processes``
+    server processes each running ``concurrency`` inferences at once; see :mod:`facegender.cpu`).
+    """
+    if threads is None:
+        threads = classifier_threads(processes=max(1, int(processes)) * max(1, int(concurrency)))
 
     def executor() -> ThreadPoolExecutor:
         if app.state.executor is None:
@@ -184,4 +192,5 @@ def app_from_env() -> FastAPI:
         max_bytes=int(os.environ.get("FACEGENDER_MAX_BYTES", DEFAULT_MAX_BYTES)),
         concurrency=int(os.environ.get("FACEGENDER_CONCURRENCY", DEFAULT_CONCURRENCY)),
         threads=int(threads) if threads else None,
+        processes=int(os.environ.get("FACEGENDER_PROCESSES", 1)),
     )

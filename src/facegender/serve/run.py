@@ -24,6 +24,7 @@ def serve(
         "FACEGENDER_MAX_BYTES": max_bytes,
         "FACEGENDER_CONCURRENCY": concurrency,
         "FACEGENDER_THREADS": threads,
+        "FACEGENDER_PROCESSES": max(1, int(workers)),  # they share the cores (facegender.cpu)
     }
     for key, value in settings.items():
         if value is not None:

@@ -1,0 +1,135 @@
+"""How the cores are shared (facegender.cpu) and what the CPU is said to have."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import facegender.cpu
+from facegender.cpu import classifier_threads, cpu_info, flags_of_interest
+
+AVX2_ONLY = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B12
+flags\t\t: fpu sse sse2 avx avx2 fma bmi2
+processor\t: 1
+model name\t: AMD EPYC 7B12
+flags\t\t: fpu sse sse2 avx avx2 fma bmi2
+"""
+ZEN4 = "model name\t: AMD EPYC 9B14\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fast"), [(AVX2_ONLY, False), (ZEN4, True), (SAPPHIRE, True), ("", False)]
+)
+def test_bf16_only_where_the_cpu_computes_it(text, fast):
+    """--precision auto must not pick bf16 on an AVX2-only CPU (12x slower there)."""
+    from facegender.train import cpu_has_fast_bf16
+
+    assert cpu_has_fast_bf16(text) is fast
+
+
+def test_cpu_info_reads_model_and_flags():
+    info = cpu_info(AVX2_ONLY)
+    assert info["model"] == "AMD EPYC 7B12" and "avx2" in info["flags"]
+    assert flags_of_interest(AVX2_ONLY) == {
+        "avx2": True, "avx512f": False, "avx512_bf16": False, "avx512_vnni": False,
+        "avx_vnni": False, "amx_bf16": False, "amx_int8": False, "amx_tile": False,
+    }  # fmt: skip
+    assert flags_of_interest(SAPPHIRE)["amx_bf16"] and not flags_of_interest(ZEN4)["amx_bf16"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "processes", "threads"),
+    [(2, 0, 1, 2), (2, 1, 1, 1), (2, 0, 2, 1), (2, 3, 1, 1), (8, 3, 1, 5), (8, 0, 3, 2)],
+)
+def test_classifier_gets_the_cores_the_workers_leave(
+    monkeypatch, cores, workers, processes, threads
+):
+    monkeypatch.setattr(facegender.cpu, "usable_cores", lambda: cores)
+    assert classifier_threads(workers, processes) == threads
+
+
+def test_usable_cores_follows_the_affinity_mask():
+    assert facegender.cpu.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def _omp_max_threads() -> int:
+    import yuface
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(yuface.__file__), "libfacedetection.so"))
+    return int(lib.omp_get_max_threads())
+
+
+def test_detector_runs_one_openmp_thread_in_the_calling_thread():
+    """The setting is per thread in OpenMP: a detection from a new thread (the service's
+    inference thread) must run one thread too, and 0 leaves OpenMP's default alone."""
+    pytest.importorskip("yuface")
+    from facegender.detect import YuNetDetector
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    seen = {}
+
+    def run(name, det):
+        det.detect(frame)
+        seen[name] = _omp_max_threads()
+
+    default = YuNetDetector(threads=0)
+    t = threading.Thread(target=run, args=("default", default))
+    t.start()
+    t.join()
+    t = threading.Thread(target=run, args=("one", YuNetDetector()))
+    t.start()
+    t.join()
+    assert seen["one"] == 1
+    assert (
+        seen["default"] == max(1, len(os.sched_getaffinity(0))) or "OMP_NUM_THREADS" in os.environ
+    )
+
+
+def test_predictor_and_service_size_the_classifier_from_the_workers(monkeypatch):
+    """predict --workers W: cores - W classifier threads; serve --workers N: cores / N each."""
+    import facegender.classifier
+    import facegender.predict
+    from facegender.predict import Predictor
+
+    asked = []
+
+    class Fake:
+        preprocess = None
+
+    def fake_load(model=None, backend="auto", threads=None):
+        asked.append(threads)
+        return Fake()
+
+    monkeypatch.setattr(facegender.cpu, "usable_cores", lambda: 4)
+    monkeypatch.setattr(facegender.classifier, "load_classifier", fake_load)
+    Predictor(workers=1)
+    Predictor()
+    Predictor(workers=1, threads=3)
+    assert asked == [3, 4, 3]
+
+    from fastapi.testclient import TestClient
+
+    from facegender.serve.app import create_app
+
+    made = []
+
+    class FakePredictor:
+        def __init__(self, model=None, threads=None):
+            made.append(threads)
+
+        def predict(self, image):
+            return None
+
+    monkeypatch.setattr(facegender.predict, "Predictor", FakePredictor)
+    with TestClient(create_app(processes=2)):
+        pass
+    with TestClient(create_app(processes=1, concurrency=2, threads=None)):
+        pass
+    assert made == [2, 2]
