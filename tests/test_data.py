@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -23,7 +25,7 @@ def test_utkface_names_good_and_bad(tmp_path):
     _face(tmp_path / "holiday.jpg")  # no label at all
     ds = read_data(tmp_path)
     got = {(s.age, s.label, s.race) for s in ds.samples}
-    assert got == {(25, 0, 1), (3, 1, 2)}
+    assert got == {(25, 0, "Black"), (3, 1, "Asian")}
     reasons = {p.split("/")[-1]: r for p, r in ((s.path, s.reason) for s in ds.skipped)}
     assert "malformed" in reasons["39_1_20170116174525125.jpg.chip.jpg"]
     assert "unknown label" in reasons["30_2_0_20170116174525127.jpg.chip.jpg"]
@@ -64,12 +66,12 @@ def test_csv_manifest(tmp_path):
         "img/missing.jpg,male,,\nimg/a.jpg,other,,\n"
     )
     ds = read_data(tmp_path / "list.csv")
-    assert [(s.label, s.age, s.race) for s in ds.samples] == [(0, 30, 2), (1, None, None)]
+    assert [(s.label, s.age, s.race) for s in ds.samples] == [(0, 30, "Asian"), (1, None, None)]
     assert sorted(s.reason for s in ds.skipped) == ["file not found", "unknown label 'other'"]
 
 
 def test_csv_without_columns_and_missing_paths(tmp_path):
-    (tmp_path / "bad.csv").write_text("file,gender\na.jpg,male\n")
+    (tmp_path / "bad.csv").write_text("name,sex\na.jpg,male\n")
     ds = read_data([tmp_path / "bad.csv", tmp_path / "nowhere"])
     assert not ds.samples
     assert [s.reason for s in ds.skipped] == [
@@ -106,3 +108,110 @@ def test_cache_key_changes_with_image_size(tmp_path):
     a, _ = decode_dataset(ds, PreprocessConfig(image_size=8), tmp_path / "c", progress=False)
     b, _ = decode_dataset(ds, PreprocessConfig(image_size=12), tmp_path / "c", progress=False)
     assert a.shape[1] == 8 and b.shape[1] == 12
+
+
+def _fairface(tmp_path, rows: str):
+    (tmp_path / "ff" / "train").mkdir(parents=True)
+    for i in range(1, 5):
+        _face(tmp_path / "ff" / "train" / f"{i}.webp", i % 2, seed=i)
+    (tmp_path / "ff" / "labels.csv").write_text("file,age,gender,race,service_test\n" + rows)
+    return tmp_path / "ff"
+
+
+def test_fairface_layout_and_spreadsheet_ages(tmp_path):
+    root = _fairface(
+        tmp_path,
+        "train/1.webp,03-Sep,Male,East Asian,TRUE\n"
+        "train/2.webp,Oct-19,Female,Latino_Hispanic,FALSE\n"
+        "train/3.webp,more than 70,Male,Middle Eastern,FALSE\n"
+        "train/4.webp,20-29,Other,White,FALSE\n"
+        "train/5.webp,20-29,Female,White,FALSE\n"
+        "train/1.webp,5-9,Female,White,FALSE\n",
+    )
+    for spec in (root, root / "labels.csv"):  # the folder, or its CSV given directly
+        ds = read_data(spec)
+        got = [(s.path.split("/")[-1], s.label, s.age_group, s.race) for s in ds.samples]
+        assert got == [
+            ("1.webp", 0, "3-9", "East Asian"),
+            ("2.webp", 1, "10-19", "Latino_Hispanic"),
+            ("3.webp", 0, "more than 70", "Middle Eastern"),
+        ]
+        assert {s.source for s in ds.samples} == {"ff"}
+        reasons = sorted(r.reason.split(" in ")[0] for r in ds.skipped)
+        assert reasons == ["file not found", "unknown age bucket '5-9'", "unknown gender 'Other'"]
+
+
+def test_manifest_round_trip_keeps_groups(tmp_path):
+    from facegender.data.manifest import write_manifest
+
+    root = _fairface(tmp_path, "train/1.webp,3-9,Male,Southeast Asian,TRUE\n")
+    utk = tmp_path / "utk"
+    utk.mkdir()
+    _face(utk / "70_1_3_20170116174525125.jpg.chip.jpg", 1)
+    ds = read_data([root, utk])
+    back = read_data(write_manifest(ds.samples, tmp_path / "m.csv"))
+    assert back.samples == ds.samples
+
+
+def test_group_metrics_use_each_sources_own_groups():
+    from facegender.data import Sample
+    from facegender.metrics import group_metrics
+
+    samples = [
+        Sample("a", 0, "utkface", age=2, race="White"),
+        Sample("b", 1, "utkface", age=30, race="Asian"),
+        Sample("c", 1, "fairface", race="White", age_group="3-9"),
+        Sample("d", 0, "fairface", race="East Asian", age_group="more than 70"),
+    ]
+    y = np.array([s.label for s in samples])
+    p = np.array([0.1, 0.2, 0.9, 0.8])  # b and d wrong
+    g = group_metrics(samples, y, p)
+    assert list(g["age"]) == ["0-3", "20-39", "3-9", "more than 70"]
+    assert g["race"]["White"]["n"] == 2  # pooled by name ...
+    ff = g["by_source"]["fairface"]  # ... and per source alone
+    assert ff["race"] == {
+        "East Asian": {
+            "n": 1,
+            "correct": 0,
+            "accuracy": 0.0,
+            "accuracy_ci95": ff["race"]["East Asian"]["accuracy_ci95"],
+        },
+        "White": {
+            "n": 1,
+            "correct": 1,
+            "accuracy": 1.0,
+            "accuracy_ci95": ff["race"]["White"]["accuracy_ci95"],
+        },
+    }
+    assert set(ff["race_gender"]) == {"East Asian male", "White female"}
+    assert "source" not in ff and set(g["by_source"]) == {"fairface", "utkface"}
+
+
+def test_aligned_crops_go_through_predicts_detector(tmp_path):
+    """face_crop="aligned" gives predict's crop of the centred face; no face: own crop, counted."""
+    from facegender.align import align_face
+    from facegender.detect import get_detector
+    from facegender.preprocess import face_array, open_image
+
+    photos = Path(__file__).resolve().parents[1] / "examples" / "photos"
+    (tmp_path / "female").mkdir()
+    x, y, w, h = get_detector().detect(open_image(photos / "astronaut.jpg"))[0].box
+    m = max(w, h)  # a data-set-style crop: the face centred with a margin around it
+    box = (x + w / 2 - m, y + h / 2 - m, x + w / 2 + m, y + h / 2 + m)
+    open_image(photos / "astronaut.jpg").crop(tuple(map(round, box))).save(
+        tmp_path / "female/a.png"
+    )
+    Image.new("RGB", (64, 64), (90, 120, 200)).save(tmp_path / "female" / "plain.png")
+    ds = read_data(tmp_path)
+    cfg = PreprocessConfig(image_size=32)
+    own, _ = decode_dataset(ds, cfg, None, progress=False)
+    aligned, kept = decode_dataset(ds, cfg, tmp_path / "c", progress=False, face_crop="aligned")
+    assert [s.path for s in kept.samples] == [s.path for s in ds.samples]
+    assert kept.no_face == [str(tmp_path / "female" / "plain.png")]
+    img = open_image(tmp_path / "female" / "a.png")
+    det = max(get_detector().detect(img), key=lambda d: d.box[2] * d.box[3])
+    assert np.array_equal(aligned[0], face_array(align_face(img, det), cfg))
+    assert not np.array_equal(aligned[0], own[0])
+    assert np.array_equal(aligned[1], own[1])  # no face found: the image's own crop
+    again, kept2 = decode_dataset(ds, cfg, tmp_path / "c", progress=False, face_crop="aligned")
+    assert np.array_equal(again, aligned) and kept2.no_face == kept.no_face  # from the cache
