@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+from _machine import describe, machine
 
 from facegender.checkpoint import write_json
 from facegender.serve.local import LocalServer
@@ -103,6 +103,17 @@ def main() -> None:
     if not 1 <= args.requests <= 100_000 or not 1 <= args.concurrency <= 256:
         ap.error("--requests must be in 1..100000 and --concurrency in 1..256")
 
+    from facegender.cpu import DETECTOR_THREADS, classifier_threads
+
+    load_start = round(os.getloadavg()[0], 2)
+    mach = machine(
+        threads={
+            "server_workers": args.workers,
+            "detector": DETECTOR_THREADS,
+            "classifier_per_worker": classifier_threads(processes=args.workers),
+        }  # fmt: skip
+    )
+    print(describe(mach), flush=True)
     good = Path(args.image).read_bytes()
     bad = good[: len(good) // 2]
     bad_every = round(1 / args.bad_fraction) if args.bad_fraction > 0 else 0
@@ -149,9 +160,9 @@ def main() -> None:
             "growth_during_load": round(rss_end - rss_warm, 1),
         },
         "machine": {
-            "cpus": os.cpu_count(),
+            **mach,
+            "load_avg_1m_at_start": load_start,
             "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(),
         },
     }
     write_json(args.out, result)

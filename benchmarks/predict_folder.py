@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import describe, machine
 from _photos import compose
 from PIL import Image
 
@@ -109,6 +109,18 @@ def main() -> int:
             statuses[d["status"]] = statuses.get(d["status"], 0) + 1
             faces += len(d["faces"])
     n = sum(statuses.values())
+    from facegender.cpu import DETECTOR_THREADS, classifier_threads
+    from facegender.predict import default_workers
+
+    workers = args.workers or default_workers()
+    mach = machine(
+        threads={
+            "workers": workers,
+            "classifier": classifier_threads(workers),
+            "detector_per_worker": DETECTOR_THREADS,
+        }  # fmt: skip
+    )
+    print(describe(mach))
     t = np.array([s[0] for s in samples])
     tree = np.array([s[2] for s in samples], dtype=float) / 2**20
     main_rss = np.array([s[1] for s in samples], dtype=float) / 2**20
@@ -120,7 +132,7 @@ def main() -> int:
         "photos_per_s": round(n / wall, 1),
         "wall_s": round(wall, 1),
         "workers": args.workers or "default",
-        "cpu_count": os.cpu_count(),
+        "machine": mach,
         "peak_rss_mib_all_processes": round(float(tree.max()), 1),
         "peak_rss_mib_main_process": round(float(main_rss.max()), 1),
         "rss_mib_first_10pct": round(float(tree[early].max()), 1) if early.any() else None,

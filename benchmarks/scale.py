@@ -34,6 +34,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _machine import machine  # noqa: E402
 from predict_folder import make_folder  # noqa: E402
 
 from facegender.checkpoint import write_json  # noqa: E402
@@ -137,7 +138,7 @@ def main() -> int:
     speedup = rows[2]["images_per_s"] / base
     result = {
         "photos": args.photos,
-        "cpus": os.cpu_count(),
+        "machine": machine(threads={"local_classifier": "default", "ray_threads_per_worker": 1}),
         "load_average_at_start": load,
         "predict": rows,
         "ray_speedup_2_vs_1": round(speedup, 3),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import describe, machine
 
 from facegender.checkpoint import write_json
 
@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
                 quantize_int8(model.with_name("notta") / "model.onnx", list(calib))
                 kinds.append("int8-notta")
         size = int(config["preprocess"]["image_size"])
+        load_start = os.getloadavg()
 
         rows = []
         for kind in kinds:
@@ -317,10 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "macs_per_face": macs_per_face(model),
             },
             "machine": {
-                "cpus": os.cpu_count(),
-                "processor": platform.processor() or platform.machine(),
-                "loadavg_at_start": os.getloadavg(),
-                "nice": os.nice(0),
+                **machine(threads={"classifier": [1, 2], "predictor_detect_false": 2}),
+                "loadavg_at_start": load_start,
             },
             "throughput": rows,
             "predictor_detect_false": predictor_rate(user_model, tmp, args.seconds),
@@ -357,6 +356,7 @@ def _print_summary(res: dict) -> None:
     print()
     if res["model"]["note"]:
         print(f"note: {res['model']['note']}")
+    print(describe(res["machine"]))
     print(f"load average {res['machine']['loadavg_at_start']} (other jobs share the cores)")
     gmac = res["model"]["macs_per_face"] / 1e9
     print(

@@ -14,34 +14,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _machine import describe, machine
 from torch.nn import functional as F
 
 from facegender.checkpoint import write_json
 from facegender.models import create_model
-from facegender.train import forward_precision
+from facegender.train import forward_precision, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> dict:
-    """The CPU's model name and whether it has the instructions bf16 and int8 kernels use."""
-    name, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    return {"cpu": name, **{f: f in flags for f in wanted}}
 
 
 def step_ms(model_name: str, size: int, precision: str, channels_last: bool, args) -> float:
@@ -78,6 +63,9 @@ def main() -> int:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    mach = machine(threads={"torch": args.threads})
+    auto = resolve_precision("auto")
+    print(f"{describe(mach)}; --precision auto picks {auto}")
     rows = []
     print(f"{'model':<12} {'px':>4} {'precision':<9} {'layout':<8} {'ms/step':>8} {'img/s':>7}")
     for name, size, prec, cl in itertools.product(
@@ -106,7 +94,8 @@ def main() -> int:
             "steps": args.steps,
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "torch": torch.__version__,
-            **cpu_flags(),
+            "precision_auto_picks": auto,
+            "machine": mach,
             "rows": rows,
         },
     )
