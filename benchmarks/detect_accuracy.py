@@ -62,7 +62,7 @@ def held_out_faces(model: str | None, data: list[str]) -> tuple[list, str]:
         by_name = {Path(d).name: d for d in data}
         cfg.data = [by_name.get(Path(d).name, d) for d in cfg.data]
         if all(Path(d).is_dir() for d in cfg.data):
-            _, ds, _, va_idx = prepare_data(cfg, log=lambda m: None)
+            _, ds, _, va_idx = prepare_data(cfg, log=lambda m: None, report=False)
             return [ds.samples[i] for i in va_idx], "validation split of the model's training run"
     ds = read_data(data)
     ordered = sorted(ds.samples, key=lambda s: hashlib.sha1(Path(s.path).name.encode()).digest())
