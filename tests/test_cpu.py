@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 
@@ -59,37 +58,33 @@ def test_usable_cores_follows_the_affinity_mask():
     assert facegender.cpu.usable_cores() == len(os.sched_getaffinity(0))
 
 
-def _omp_max_threads() -> int:
-    import yuface
-
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(yuface.__file__), "libfacedetection.so"))
-    return int(lib.omp_get_max_threads())
-
-
-def test_detector_runs_one_openmp_thread_in_the_calling_thread():
-    """The setting is per thread in OpenMP: a detection from a new thread (the service's
-    inference thread) must run one thread too, and 0 leaves OpenMP's default alone."""
+def test_detector_runs_one_openmp_thread_on_every_runtime_it_may_use():
+    """OpenMP settings are per thread and per runtime: a detection from a new thread (the
+    service's inference thread) must run on one thread, on yuface's libgomp and on PyTorch's
+    (loaded first into the global scope, the detector's loops bind to it: training's decode
+    workers), and leave the caller's own settings as they were."""
     pytest.importorskip("yuface")
+    torch = pytest.importorskip("torch")
     from facegender.detect import YuNetDetector
 
-    frame = np.zeros((120, 160, 3), np.uint8)
+    torch.set_num_threads(2)
+    det = YuNetDetector()
+    assert len(det._omp) == 2  # yuface's runtime and torch's
     seen = {}
+    real = det._fn
 
-    def run(name, det):
-        det.detect(frame)
-        seen[name] = _omp_max_threads()
+    def spy(*args):
+        seen["during"] = [get() for get, _ in det._omp]
+        return real(*args)
 
-    default = YuNetDetector(threads=0)
-    t = threading.Thread(target=run, args=("default", default))
+    det._fn = spy
+    t = threading.Thread(target=det.detect, args=(np.zeros((120, 160, 3), np.uint8),))
     t.start()
     t.join()
-    t = threading.Thread(target=run, args=("one", YuNetDetector()))
-    t.start()
-    t.join()
-    assert seen["one"] == 1
-    assert (
-        seen["default"] == max(1, len(os.sched_getaffinity(0))) or "OMP_NUM_THREADS" in os.environ
-    )
+    assert seen["during"] == [1, 1]
+    det.detect(np.zeros((120, 160, 3), np.uint8))  # in this thread: restored afterwards
+    assert torch.get_num_threads() == 2
+    assert YuNetDetector(threads=0)._omp and not YuNetDetector(threads=0).threads
 
 
 def test_predictor_and_service_size_the_classifier_from_the_workers(monkeypatch):

@@ -58,13 +58,11 @@ _CALL_LOCK = threading.Lock()  # the library's lazy initialisation is not thread
 
 
 def _facedetect_cnn():
-    """The library function, and its OpenMP runtime's ``omp_set_num_threads``, through ctypes.
+    """The library function, through ctypes, and the OpenMP runtimes its parallel loops may use.
 
     ``yuface.c_detect`` mallocs a 36 KB result buffer per call and never frees it: the resident
     memory of a long-running service grew by ~35 MB per 1,000 photos. Calling the same library
     with our own buffer keeps the weights-in-the-wheel packaging and leaks nothing.
-    ``omp_set_num_threads`` is looked up through the library's handle, so it is the OpenMP
-    runtime the detector really uses (yuface ships its own libgomp, apart from torch's).
     """
     import yuface
 
@@ -72,11 +70,29 @@ def _facedetect_cnn():
     fn = getattr(lib, _ENTRY)
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_void_p
-    set_threads = getattr(lib, "omp_set_num_threads", None)
-    if set_threads is not None:
-        set_threads.argtypes = [ctypes.c_int]
-        set_threads.restype = None
-    return fn, set_threads
+    return fn, _omp_runtimes(lib)
+
+
+def _omp_runtimes(lib) -> list[tuple]:
+    """``(omp_get_max_threads, omp_set_num_threads)`` of each OpenMP runtime the detector may use.
+
+    yuface ships its own libgomp, but where another one is already in the process's global
+    symbol scope (PyTorch loads its libgomp that way), the detector's parallel loops bind to that
+    one instead: both must be limited, or a torch-loaded process (training's decode workers)
+    detects with a team of threads that fight the other processes for the cores.
+    """
+    out, seen = [], set()
+    for scope in (lib, ctypes.CDLL(None)):
+        get, put = (getattr(scope, n, None) for n in ("omp_get_max_threads", "omp_set_num_threads"))
+        if get is None or put is None:
+            continue
+        addr = ctypes.cast(put, ctypes.c_void_p).value
+        if addr in seen:
+            continue
+        seen.add(addr)
+        get.restype, put.argtypes, put.restype = ctypes.c_int, [ctypes.c_int], None
+        out.append((get, put))
+    return out
 
 
 class YuNetDetector:
@@ -93,7 +109,7 @@ class YuNetDetector:
         """``threads``: OpenMP threads per detection (default 1, see :mod:`facegender.cpu`);
         0 or None leaves the OpenMP default (every core, ``OMP_NUM_THREADS``)."""
         # fails early, at construction, if yuface is missing
-        self._fn, self._set_threads = _facedetect_cnn()
+        self._fn, self._omp = _facedetect_cnn()
         self._buf = np.zeros(_RESULT_BYTES, np.uint8)
         self.min_score = float(min_score)
         self.max_side = int(max_side)
@@ -103,10 +119,16 @@ class YuNetDetector:
         """int16 rows: score*100, x, y, w, h, 10 landmark coordinates, one unused."""
         h, w = bgr.shape[:2]
         with _CALL_LOCK:
-            if self.threads and self._set_threads is not None:
-                # An OpenMP setting of the calling thread: the service detects in its own thread.
-                self._set_threads(self.threads)
-            self._fn(self._buf.ctypes.data, bgr.ctypes.data, w, h, w * 3)
+            # OpenMP settings of the calling thread (the service detects in its own thread);
+            # restored after the call, so a classifier sharing the thread keeps its own.
+            before = [(put, get()) for get, put in self._omp] if self.threads else []
+            for put, _ in before:
+                put(self.threads)
+            try:
+                self._fn(self._buf.ctypes.data, bgr.ctypes.data, w, h, w * 3)
+            finally:
+                for put, n in before:
+                    put(n)
             n = int(self._buf[:4].view(np.int32)[0])
             rows = self._buf[4 : 4 + 2 * _FACE_FIELDS * n].view(np.int16)
             return rows.reshape(n, _FACE_FIELDS).copy()  # n may be 0: a plain frame
