@@ -1,11 +1,15 @@
-"""Accuracy of the bundled model on its held-out validation split, per source and per group.
+"""Accuracy of the bundled model on its held-out validation split, per source and per group,
+on each data set's own crops and through ``predict``'s detector + alignment.
 
     python benchmarks/bundled_model.py [--model DIR|fast] [--backend auto|torch|onnx]
     python benchmarks/bundled_model.py --model runs/a runs/b    # ensemble: mean calibrated logit
 
 Re-creates the validation split from the checkpoint's own training args (same data, seed and
-split; never trained on), then reports accuracy with 95 % intervals overall, per source, and on
-the UTKFace part per age band, race, race x gender and the adult race gap; plus calibration.
+split; never trained on). Each image is scored twice: on its own crop, and on the crop that
+``facegender predict`` makes of it (YuNet + facegender.align, the largest centred face; an image
+where no face is found keeps its own crop and is counted). Reports accuracy with 95 % intervals
+overall, per source, per source x age group (own vs through predict), per source x race x gender,
+the UTKFace adult race gap, and the calibration error per source and age group.
 Prints markdown tables and writes benchmarks/results/bundled_model.json. Needs ../shared/data.
 """
 
@@ -19,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from facegender.checkpoint import write_json
+from facegender.labels import age_group
+from facegender.metrics import binary_metrics, expected_calibration_error, group_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +57,6 @@ def main() -> int:
     )
 
     from facegender.classifier import load_classifier
-    from facegender.metrics import binary_metrics, group_metrics
     from facegender.preprocess import probability
     from facegender.train import TrainConfig, prepare_data
 
@@ -68,63 +73,111 @@ def main() -> int:
     if not all(Path(d).is_dir() for d in cfg.data):
         print(f"data not found: {cfg.data} (this benchmark needs ../shared/data)", file=sys.stderr)
         return 2
-    arrays, ds, _, va_idx = prepare_data(cfg, log=lambda m: None)
-    samples = [ds.samples[i] for i in va_idx]
-    x = np.ascontiguousarray(arrays[va_idx])
+    views, samples, no_face, seconds = {}, None, {}, 0.0
+    for crop in ("own", "aligned"):
+        arrays, ds, _, va_idx = prepare_data(cfg, log=lambda m: None, face_crop=crop)
+        samples = [ds.samples[i] for i in va_idx]
+        no_face[crop] = len(set(ds.no_face) & {s.path for s in samples})
+        x = np.ascontiguousarray(arrays[va_idx])
+        t0 = time.perf_counter()
+        z = np.mean([m.logits(x, batch_size=256) / m.temperature for m in members], axis=0)
+        seconds += time.perf_counter() - t0
+        views[crop] = probability(z)
     y = np.array([s.label for s in samples])
-    t0 = time.perf_counter()
-    z = np.mean([m.logits(x, batch_size=256) / m.temperature for m in members], axis=0)
-    p = probability(z)
-    seconds = time.perf_counter() - t0
-    overall = binary_metrics(y, p)
-    groups = group_metrics(samples, y, p)
-    utk = [i for i, s in enumerate(samples) if s.age is not None]
-    utk_groups = group_metrics([samples[i] for i in utk], y[utk], p[utk]) if utk else {}
-    adults = [i for i in utk if samples[i].age >= 18]
-    adult_race = (
-        group_metrics([samples[i] for i in adults], y[adults], p[adults])["race"] if adults else {}
+    result = summarise(samples, y, views)
+    result.update(
+        model=config["model"],
+        ensemble_of=args.model if len(members) > 1 else None,
+        backend=clf.backend,
+        no_face_through_predict=no_face["aligned"],
+        calibration=config.get("calibration"),
+        faces_per_second_batch256=2 * len(y) / seconds,
+        command=" ".join(sys.argv),
     )
-    accs = [d["accuracy"] for d in adult_race.values()]
-    result = {
-        "model": config["model"],
-        "ensemble_of": args.model if len(members) > 1 else None,
-        "backend": clf.backend,
-        "n": int(len(y)),
-        "overall": {
-            k: overall[k]
-            for k in (
-                "accuracy",
-                "accuracy_ci95",
-                "precision",
-                "recall",
-                "f1",
-                "roc_auc",
-                "ece",
-                "confusion",
-            )
-        },
-        "per_source": groups["source"],
-        "utkface": {k: utk_groups.get(k, {}) for k in ("age", "race", "race_gender")},
-        "utkface_adult_race": adult_race,
-        "utkface_adult_race_gap_points": 100 * (max(accs) - min(accs)) if accs else None,
-        "calibration": config.get("calibration"),
-        "faces_per_second_batch256": len(y) / seconds,
-        "command": " ".join(sys.argv),
-    }
-    print(
-        f"validation split: n={len(y)}  accuracy {100 * overall['accuracy']:.2f} %  "
-        f"ROC-AUC {overall['roc_auc']:.4f}  F1 {overall['f1']:.4f}  backend {clf.backend}\n"
-    )
-    print(table("source", groups["source"]) + "\n")
-    for key in ("age", "race", "race_gender"):
-        print(table(f"UTKFace {key.replace('_', ' x ')}", utk_groups.get(key, {})) + "\n")
-    print(table("UTKFace adults (18+) race", adult_race))
-    if accs:
-        print(
-            f"\nadult worst-to-best race gap: {result['utkface_adult_race_gap_points']:.1f} points"
-        )
+    print_tables(result)
     write_json(args.json, result)
     return 0
+
+
+def _ece_by(keys, y, p) -> dict:
+    out = {}
+    for k in dict.fromkeys(keys):
+        if k is None:
+            continue
+        m = np.array([kk == k for kk in keys])
+        out[k] = {"n": int(m.sum()), "ece": expected_calibration_error(y[m], p[m])}
+    return out
+
+
+def summarise(samples, y, views: dict) -> dict:
+    """Per source: own vs through-predict accuracy by age group, race x gender, ECE by age."""
+    keep = ("accuracy", "accuracy_ci95", "precision", "recall", "f1", "roc_auc", "ece", "confusion")
+    out = {"n": int(len(y))}
+    for crop, p in views.items():
+        overall = binary_metrics(y, p)
+        out[f"overall_{crop}"] = {k: overall[k] for k in keep}
+    groups = {crop: group_metrics(samples, y, p) for crop, p in views.items()}
+    out["per_source"] = {crop: g["source"] for crop, g in groups.items()}
+    out["sources"] = {}
+    for src in sorted({s.source for s in samples}):
+        idx = np.array([i for i, s in enumerate(samples) if s.source == src])
+        sub = [samples[i] for i in idx]
+        ages = [age_group(s) for s in sub]
+        entry = {}
+        for crop, p in views.items():
+            g = group_metrics(sub, y[idx], p[idx])
+            entry[crop] = {
+                "accuracy": float(((p[idx] >= 0.5) == y[idx]).mean()),
+                "ece": expected_calibration_error(y[idx], p[idx]),
+                "age": g.get("age", {}),
+                "race_gender": g.get("race_gender", {}),
+                "ece_by_age": _ece_by(ages, y[idx], p[idx]),
+            }
+        out["sources"][src] = entry
+    out.update(_utk_adult_race_gap(samples, y, views["own"]))
+    return out
+
+
+def _utk_adult_race_gap(samples, y, p) -> dict:
+    adults = [i for i, s in enumerate(samples) if s.age is not None and s.age >= 18]
+    if not adults:
+        return {"utkface_adult_race": {}, "utkface_adult_race_gap_points": None}
+    race = group_metrics([samples[i] for i in adults], y[adults], p[adults])["race"]
+    accs = [d["accuracy"] for d in race.values()]
+    return {
+        "utkface_adult_race": race,
+        "utkface_adult_race_gap_points": 100 * (max(accs) - min(accs)),
+    }
+
+
+def print_tables(r: dict) -> None:
+    own, pred = r["overall_own"], r["overall_aligned"]
+    print(
+        f"validation split: n={r['n']}  own crops {100 * own['accuracy']:.2f} %  through "
+        f"predict {100 * pred['accuracy']:.2f} % (no face found: {r['no_face_through_predict']})"
+        f"  ROC-AUC {own['roc_auc']:.4f}  backend {r['backend']}\n"
+    )
+    print(table("source, own crops", r["per_source"]["own"]) + "\n")
+    print(table("source, through predict", r["per_source"]["aligned"]) + "\n")
+    for src, e in r["sources"].items():
+        rows = [
+            f"| {src} age | n | own crops | through predict | difference | ECE own | ECE predict |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for k, d in e["own"]["age"].items():
+            a = e["aligned"]["age"].get(k, {"accuracy": float("nan")})
+            rows.append(
+                f"| {k} | {d['n']} | {100 * d['accuracy']:.1f} % | {100 * a['accuracy']:.1f} % | "
+                f"{100 * (a['accuracy'] - d['accuracy']):+.1f} | "
+                f"{e['own']['ece_by_age'][k]['ece']:.3f} | "
+                f"{e['aligned']['ece_by_age'][k]['ece']:.3f} |"
+            )
+        print("\n".join(rows) + "\n")
+        if e["own"]["race_gender"]:
+            print(table(f"{src} race x gender, own crops", e["own"]["race_gender"]) + "\n")
+    if r["utkface_adult_race_gap_points"] is not None:
+        print(table("UTKFace adults (18+) race", r["utkface_adult_race"]))
+        print(f"\nadult worst-to-best race gap: {r['utkface_adult_race_gap_points']:.1f} points")
 
 
 if __name__ == "__main__":
