@@ -75,7 +75,7 @@ def main() -> int:
         return 2
     views, samples, no_face, seconds = {}, None, {}, 0.0
     for crop in ("own", "aligned"):
-        arrays, ds, _, va_idx = prepare_data(cfg, log=lambda m: None, face_crop=crop)
+        arrays, ds, _, va_idx = prepare_data(cfg, lambda m: None, report=False, face_crop=crop)
         samples = [ds.samples[i] for i in va_idx]
         no_face[crop] = len(set(ds.no_face) & {s.path for s in samples})
         x = np.ascontiguousarray(arrays[va_idx])
