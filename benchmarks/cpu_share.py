@@ -12,9 +12,10 @@ runtime starts), under each condition:
   busy2   two burning processes, the child not pinned.
 
 Thread settings: ``old`` (the detector's OpenMP default of every core, onnxruntime's default
-pool: what facegender did before issue 16), ``passive`` (the same with
-``OMP_WAIT_POLICY=passive``) and ``new`` (today's default, :mod:`facegender.cpu`: one OpenMP
-thread per detection, classifier threads from the worker count). Each child times a YuNet
+pool, spinning: what facegender did before issue 16), ``passive`` (the same with
+``OMP_WAIT_POLICY=passive``), ``new`` (today's default, :mod:`facegender.cpu`: one OpenMP
+thread per detection, classifier threads from the worker count, no spinning) and ``new+spin``
+(the same with onnxruntime's pool spinning). Each child times a YuNet
 detection of a 200 x 200 face crop, a detection of the 640 x 480 photo, ``Predictor().predict``
 of the photo's JPEG bytes (decode, detect, align, classify; two faces) and the reference
 workload of ``_machine.py``, and reports medians. Ratios (busy / free, pinned / free, and each
@@ -37,14 +38,20 @@ from pathlib import Path
 
 import numpy as np
 
-from facegender.cpu import DETECTOR_THREADS
+from facegender.cpu import DETECTOR_THREADS, classifier_threads
 
 HERE = Path(__file__).resolve().parent
 # detector_threads 0: OpenMP's default team; threads 0: onnxruntime's default pool, None: the rule
 SETTINGS = {
-    "old": {"env": {}, "detector_threads": 0, "threads": 0},
-    "passive": {"env": {"OMP_WAIT_POLICY": "passive"}, "detector_threads": 0, "threads": 0},
-    "new": {"env": {}, "detector_threads": DETECTOR_THREADS, "threads": None},
+    "old": {"env": {}, "detector_threads": 0, "threads": 0, "spin": True},
+    "passive": {
+        "env": {"OMP_WAIT_POLICY": "passive"},
+        "detector_threads": 0,
+        "threads": 0,
+        "spin": True,
+    },
+    "new": {"env": {}, "detector_threads": DETECTOR_THREADS, "threads": None, "spin": False},
+    "new+spin": {"env": {}, "detector_threads": DETECTOR_THREADS, "threads": None, "spin": True},
 }
 CONDITIONS = ("free", "pinned", "busy", "busy2")
 
@@ -74,6 +81,20 @@ def _median_ms(fn, seconds: float, least: int = 15) -> float:
     return round(statistics.median(times), 2)
 
 
+def _classifier(model: str | None, threads: int, spin: bool):
+    """The classifier with onnxruntime's pool spinning (its default before issue 16) or not."""
+    import onnxruntime as ort
+
+    from facegender.classifier import load_classifier
+    from facegender.runtime import OnnxClassifier, session_options
+
+    ref = load_classifier(model, backend="onnx")
+    sess = ort.InferenceSession(
+        str(ref.path), session_options(threads, spin=spin), providers=["CPUExecutionProvider"]
+    )
+    return OnnxClassifier(sess, ref.config, ref.path)
+
+
 def child(setting: str, model: str | None, seconds: float) -> dict:
     """Runs in the child process: time everything under this process's conditions."""
     from _machine import reference_ms
@@ -83,7 +104,11 @@ def child(setting: str, model: str | None, seconds: float) -> dict:
     from facegender.preprocess import open_image
 
     s = SETTINGS[setting]
-    pred = Predictor(model, threads=s["threads"], detector_threads=s["detector_threads"])
+    threads = classifier_threads() if s["threads"] is None else s["threads"]
+    pred = Predictor(
+        classifier=_classifier(model, threads, s["spin"]),
+        detector_threads=s["detector_threads"],
+    )
     det = YuNetDetector(threads=s["detector_threads"])
     data, face = photo_jpeg()
     frame = np.asarray(open_image(data))

@@ -128,3 +128,12 @@ def test_predictor_and_service_size_the_classifier_from_the_workers(monkeypatch)
     with TestClient(create_app(processes=1, concurrency=2, threads=None)):
         pass
     assert made == [2, 2]
+
+
+def test_classifier_pool_sleeps_between_runs_unless_asked_to_spin():
+    """A spinning onnxruntime pool takes a core from the detector and the neighbours."""
+    from facegender.runtime import session_options
+
+    key = "session.intra_op.allow_spinning"
+    assert session_options(2).get_session_config_entry(key) == "0"
+    assert session_options(2, spin=True).get_session_config_entry(key) == "1"

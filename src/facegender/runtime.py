@@ -33,12 +33,19 @@ def onnx_path(path: str | Path | None) -> Path:
     return f
 
 
-def session_options(threads: int | None = None):
-    """One intra-op pool of ``threads`` (None/0: onnxruntime's choice), sequential execution."""
+def session_options(threads: int | None = None, spin: bool = False):
+    """One intra-op pool of ``threads`` (None/0: onnxruntime's choice), sequential execution.
+
+    ``spin=False``: the pool's threads sleep between runs instead of spinning for the next one.
+    Spinning buys microseconds per run on an idle machine and costs a core's worth of CPU taken
+    from the detector, the decode workers or the neighbours the rest of the time (issue 16;
+    ``benchmarks/cpu_share.py`` measures both).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or 0)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
