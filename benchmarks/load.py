@@ -111,7 +111,7 @@ def main() -> None:
             "server_workers": args.workers,
             "detector": DETECTOR_THREADS,
             "classifier_per_worker": classifier_threads(processes=args.workers),
-        }  # fmt: skip
+        }
     )
     print(describe(mach), flush=True)
     good = Path(args.image).read_bytes()

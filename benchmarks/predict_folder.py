@@ -118,7 +118,7 @@ def main() -> int:
             "workers": workers,
             "classifier": classifier_threads(workers),
             "detector_per_worker": DETECTOR_THREADS,
-        }  # fmt: skip
+        }
     )
     print(describe(mach))
     t = np.array([s[0] for s in samples])

@@ -38,6 +38,7 @@ from _machine import machine  # noqa: E402
 from predict_folder import make_folder  # noqa: E402
 
 from facegender.checkpoint import write_json  # noqa: E402
+from facegender.cpu import classifier_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,9 @@ def main() -> int:
     speedup = rows[2]["images_per_s"] / base
     result = {
         "photos": args.photos,
-        "machine": machine(threads={"local_classifier": "default", "ray_threads_per_worker": 1}),
+        "machine": machine(
+            threads={"local_classifier": classifier_threads(), "ray_threads_per_worker": 1}
+        ),
         "load_average_at_start": load,
         "predict": rows,
         "ray_speedup_2_vs_1": round(speedup, 3),
