@@ -131,7 +131,7 @@ def throughput(clf, kind: str, threads: int, batch: int, size: int, seconds: flo
     }
 
 
-def predictor_rate(model: Path, tmp: Path, seconds: float, threads: int = 2) -> dict:
+def predictor_rate(model, tmp: Path, seconds: float, threads: int = 2) -> dict:
     """Faces/s through ``Predictor(detect=False).predict_batch`` on JPEG face crops: decoding and
     preprocessing included, what a user classifying a folder of crops gets."""
     from facegender.predict import Predictor
@@ -153,6 +153,22 @@ def predictor_rate(model: Path, tmp: Path, seconds: float, threads: int = 2) -> 
     print(f"Predictor(detect=False).predict_batch, 96 px JPEG crops, {threads} threads: "
           f"{rate:.0f} faces/s", flush=True)  # fmt: skip
     return {"threads": threads, "batch": 64, "crop_px": 96, "faces": n, "faces_per_s": rate}
+
+
+def predictor_only(args) -> dict:
+    """The issue-16 bar alone: the default classifier through the predictor, decoding included."""
+    tmp = Path(tempfile.mkdtemp(prefix="fg-predictor-"))
+    try:
+        mach = machine(threads={"classifier": [1, 2], "detector": "off"})
+        print(describe(mach), flush=True)
+        rows = [predictor_rate(args.model, tmp, args.seconds, threads=t) for t in (1, 2)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {"model": args.model or "bundled", "predictor_detect_false": rows, "machine": mach}
+    result["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return result
 
 
 def accuracy(model: Path, data: list[str]) -> dict:
@@ -263,7 +279,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--predictions", type=int, default=10_000, help="RSS loop length.")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
+    ap.add_argument(
+        "--predictor-only",
+        action="store_true",
+        help="Only Predictor(detect=False).predict_batch faces/s for --model (a folder, an "
+        ".onnx file or a bundled name), on 1 and 2 threads; writes --out.",
+    )
     args = ap.parse_args(argv)
+    if args.predictor_only:
+        return predictor_only(args)
 
     from facegender.checkpoint import CONFIG_FILE, ONNX_FILE, bundled_model_dir
     from facegender.export import export_onnx
