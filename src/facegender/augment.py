@@ -8,29 +8,13 @@ PIL transforms would cost more than the network.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 
+from facegender.config import AugmentConfig
 
-@dataclass
-class AugmentConfig:
-    flip: float = 0.5  # probability of a horizontal flip
-    rotation: float = 0.0  # max degrees either way
-    shift: float = 0.0  # max fraction of the side either way
-    shear: float = 0.0  # max degrees either way
-    zoom: float = 0.0  # max relative zoom in or out
-    brightness: float = 0.0  # max relative change
-    contrast: float = 0.0  # max relative change
-    erase: float = 0.0  # probability of erasing one random rectangle
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def any_geometry(self) -> bool:
-        return any((self.rotation, self.shift, self.shear, self.zoom))
+__all__ = ["AugmentConfig", "augment_batch"]
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:

@@ -36,14 +36,15 @@ class TorchClassifier:
         return cls(model, model.config)
 
     def logits(self, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Raw logits for ``N x S x S x C`` uint8 face arrays."""
+        """Raw logits for ``N x S x S x C`` uint8 face arrays (on the model's device)."""
         import torch
 
+        device = next(self.model.parameters()).device
         out = []
         with torch.inference_mode():
             for i in range(0, len(arrays), batch_size):
                 x = torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))
-                out.append(self.model(x).float().numpy())
+                out.append(self.model(x.to(device)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def probabilities(self, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -6,38 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 
 from facegender import __version__
-
-
-def _load_recipe(ctx: click.Context, _param, value: str | None):
-    """``--config recipe.toml``: its keys become the defaults; flags on the command line win."""
-    if value:
-        path = Path(value)
-        try:
-            recipe = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise click.BadParameter(f"cannot read recipe {path}: {e}") from None
-        recipe = recipe.get("train", recipe)
-        base = path.parent
-        for key in ("data", "val"):  # recipe paths are relative to the recipe file
-            if key in recipe:
-                vals = recipe[key] if isinstance(recipe[key], list) else [recipe[key]]
-                recipe[key] = [
-                    str((base / v).resolve()) if not Path(v).is_absolute() else v for v in vals
-                ]
-        if isinstance(recipe.get("model_kwargs"), dict):  # a TOML table; the option takes JSON
-            recipe["model_kwargs"] = json.dumps(recipe["model_kwargs"])
-        known = {p.name for p in ctx.command.params} | {p.name for p in train.params}
-        unknown = sorted(set(recipe) - known)
-        if unknown:  # a typo must not silently fall back to a default
-            raise click.BadParameter(f"unknown key(s) in recipe {path}: {', '.join(unknown)}")
-        ctx.default_map = {**(ctx.default_map or {}), **recipe}
-    return value
+from facegender.options import config_options, recipe_option, train_config
 
 
 class _Fail(click.ClickException):
@@ -67,133 +41,21 @@ def models_cmd() -> None:
         click.echo(name)
 
 
-@cli.command()
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False),
-    callback=_load_recipe,
-    is_eager=True,
-    expose_value=False,
-    help="TOML recipe whose keys set the defaults.",
+@cli.command(
+    params=[
+        recipe_option,
+        *config_options(),
+        click.Option(
+            ["--resume"], is_flag=True, help="Continue from OUT/last after an interruption."
+        ),
+    ]
 )
-@click.option("--data", multiple=True, required=True, help="Folder or CSV manifest (repeatable).")
-@click.option("--val", multiple=True, help="Validation folder/CSV (repeatable); else --val-split.")
-@click.option("--val-split", default=0.1, show_default=True, type=float)
-@click.option("--model", default="fgnet_m", show_default=True, help="Registered model name.")
-@click.option(
-    "--model-kwargs", default="{}", help="JSON kwargs for the model, e.g. '{\"dropout\": 0.3}'."
-)
-@click.option("--image-size", default=64, show_default=True, type=int)
-@click.option(
-    "--crop",
-    default=1.0,
-    show_default=True,
-    type=float,
-    help="Fraction of the centred square kept before resizing.",
-)
-@click.option("--grayscale/--rgb", default=False, show_default=True)
-@click.option("--epochs", default=20, show_default=True, type=int)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--lr", default=3e-3, show_default=True, type=float)
-@click.option("--weight-decay", default=0.05, show_default=True, type=float)
-@click.option("--warmup-epochs", default=1.0, show_default=True, type=float)
-@click.option(
-    "--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True
-)
-@click.option(
-    "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
-)
-@click.option("--label-smoothing", default=0.0, show_default=True, type=float)
-@click.option(
-    "--ema",
-    default=0.0,
-    show_default=True,
-    type=float,
-    help="EMA decay of the weights per step (e.g. 0.999); 0 disables.",
-)
-@click.option(
-    "--balance",
-    type=click.Choice(["none", "source", "source_label", "age"]),
-    default="none",
-    show_default=True,
-    help="source(_label): each source (x label) draws an equal share. age: within each source, "
-    "age bands draw by the square root of their size (more children and old faces).",
-)
-@click.option("--class-weights/--no-class-weights", default=False, show_default=True)
-@click.option(
-    "--patience",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Early stopping after N epochs without validation-loss gain; 0 disables.",
-)
-@click.option(
-    "--tta-flip/--no-tta-flip",
-    default=True,
-    show_default=True,
-    help="Average the logits of the image and its mirror at inference.",
-)
-@click.option("--flip", default=0.5, show_default=True, type=float, help="Flip probability.")
-@click.option("--rotation", default=10.0, show_default=True, type=float, help="Max degrees.")
-@click.option("--shift", default=0.08, show_default=True, type=float, help="Max fraction.")
-@click.option("--shear", default=5.0, show_default=True, type=float, help="Max degrees.")
-@click.option("--zoom", default=0.1, show_default=True, type=float, help="Max relative zoom.")
-@click.option("--brightness", default=0.2, show_default=True, type=float)
-@click.option("--contrast", default=0.2, show_default=True, type=float)
-@click.option(
-    "--erase", default=0.0, show_default=True, type=float, help="Random-erasing probability."
-)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=0, show_default=True, type=int, help="Torch threads; 0 = all.")
-@click.option(
-    "--max-train",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Use at most N training images (quick runs); 0 = all.",
-)
-@click.option(
-    "--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/facegender)."
-)
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="cuda: train on the GPU (under torchrun: one GPU per process, nccl; see docs/scale.md).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="bf16: autocast the forward pass to bfloat16 (weights and optimizer stay float32); "
-    "1.8x faster steps on an AVX512-BF16 CPU, 12x slower on AVX2 (benchmarks/train_step.py). "
-    "auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX, fp32 elsewhere; the log says which.",
-)
-@click.option(
-    "--face-crop",
-    type=click.Choice(["own", "aligned", "both"]),
-    default="own",
-    show_default=True,
-    help="own: each data set's crop. aligned: predict's detector + alignment (cached; no face "
-    "found: own crop, counted). both: one of the two per image and epoch.",
-)
-@click.option(
-    "--channels-last/--no-channels-last",
-    default=False,
-    show_default=True,
-    help="NHWC memory layout for the convolutions (often faster on CPU).",
-)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last after an interruption.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
 def train(**opts) -> None:
     """Train a model on DATA and write a checkpoint folder to OUT."""
     from facegender.train import train as run_train
 
     resume = opts.pop("resume")
-    cfg = _train_config(opts)
+    cfg = train_config(opts)
     out = Path(cfg.out)
     if (out / "last").exists() and not resume:
         raise _Fail(
@@ -205,24 +67,6 @@ def train(**opts) -> None:
         sys.exit(130)
     except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None
-
-
-def _train_config(opts: dict):
-    """A TrainConfig from the train command's options (shared by ``train`` and ``cv``)."""
-    from facegender.augment import AugmentConfig
-    from facegender.train import TrainConfig
-
-    aug = AugmentConfig(**{k: opts.pop(k) for k in AugmentConfig.__dataclass_fields__})
-    try:
-        opts["model_kwargs"] = (
-            json.loads(opts["model_kwargs"])
-            if isinstance(opts["model_kwargs"], str)
-            else dict(opts["model_kwargs"])
-        )
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"--model-kwargs is not JSON: {e}") from None
-    opts["data"], opts["val"] = list(opts["data"]), list(opts.get("val", ()))
-    return TrainConfig(augment=aug, **opts)
 
 
 def _cv_params() -> list[click.Parameter]:
@@ -252,7 +96,7 @@ def cv(folds, group_by, **opts) -> None:
     """k-fold cross-validation: a training run and an evaluation per fold; writes OUT/cv.json."""
     from facegender.cv import cross_validate, format_summary
 
-    cfg = _train_config(opts)
+    cfg = train_config(opts)
     try:
         report = cross_validate(cfg, folds, group_by, log=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:

@@ -184,13 +184,12 @@ def run_predict(
     in-process for a handful of images and worker processes for folders.
     Returns counts per status.
     """
-    import itertools
     import sys
     import time
 
     from tqdm import tqdm
 
-    from facegender.predict import Predictor, default_workers
+    from facegender.predict import Predictor
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -198,26 +197,11 @@ def run_predict(
         raise ValueError("--resume needs --out FILE with --format jsonl or csv")
     out_path = Path(out) if out else None
     done = done_paths(out_path, fmt) if resume and out_path else set()
-    found = 0
-
-    def todo() -> Iterator[str]:
-        nonlocal found
-        for p in iter_image_paths(paths, recursive):
-            found += 1
-            if p not in done:
-                yield p
-
-    todo_iter = todo()
-    head = list(itertools.islice(todo_iter, 16))
-    if workers is None:
-        workers = default_workers() if len(head) == 16 else 0
-    if not head and not found:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, paths))}")
+    source, workers = _image_source(paths, recursive, done, workers)
     # Built once the worker count is known: the classifier gets the cores the workers leave.
     predictor = Predictor(
         model, detect=detect, min_face=min_face, batch_size=batch_size, workers=workers
     )
-    source = itertools.chain(head, todo_iter)
 
     append = bool(done) and out_path is not None and out_path.exists()
     if out_path is not None:
@@ -253,14 +237,42 @@ def run_predict(
     counts["skipped_done"] = len(done)
     counts["seconds"] = round(time.perf_counter() - start, 2)
     if log is not None:
-        n = counts["ok"] + counts["no_face"] + counts["error"]
-        rate = n / counts["seconds"] if counts["seconds"] else 0.0
-        log(
-            f"{n} images ({rate:.1f}/s): {counts['ok']} with faces, {counts['no_face']} without, "
-            f"{counts['error']} unreadable"
-            + (f"; {len(done)} already in {out_path}" if done else "")
-        )
+        log(_summary(counts, done, out_path))
     return counts
+
+
+def _image_source(paths: list[str], recursive: bool, done: set, workers: int | None):
+    """The images still to do, streamed, and the worker count (``None``: in-process for a
+    handful of images, worker processes once 16 are found)."""
+    import itertools
+
+    from facegender.predict import default_workers
+
+    found = 0
+
+    def todo() -> Iterator[str]:
+        nonlocal found
+        for p in iter_image_paths(paths, recursive):
+            found += 1
+            if p not in done:
+                yield p
+
+    todo_iter = todo()
+    head = list(itertools.islice(todo_iter, 16))
+    if workers is None:
+        workers = default_workers() if len(head) == 16 else 0
+    if not head and not found:
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, paths))}")
+    return itertools.chain(head, todo_iter), workers
+
+
+def _summary(counts: dict, done: set, out_path: Path | None) -> str:
+    n = counts["ok"] + counts["no_face"] + counts["error"]
+    rate = n / counts["seconds"] if counts["seconds"] else 0.0
+    return (
+        f"{n} images ({rate:.1f}/s): {counts['ok']} with faces, {counts['no_face']} without, "
+        f"{counts['error']} unreadable" + (f"; {len(done)} already in {out_path}" if done else "")
+    )
 
 
 def _annotate(r: ImageResult, roots: list[Path], out_dir: Path) -> None:

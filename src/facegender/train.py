@@ -7,6 +7,12 @@ Layout of ``--out DIR``:
   ``curves.png``                            loss and accuracy curves
   ``validation.csv``                        the validation split as a manifest, for ``evaluate``
 
+Reading order: :func:`train` -> :func:`setup` (data, model, EMA copy, optimizer: a :class:`Run`)
+-> :func:`fit`, which per epoch calls :func:`train_one_epoch` (:func:`train_step` per batch),
+:func:`validate` (through :class:`~facegender.classifier.TorchClassifier`, the classifier code
+evaluation uses) and :func:`save_epoch`, and stops early by :func:`should_stop` -> :func:`finalize`
+(flip TTA, temperature, final metrics). The settings are :class:`~facegender.config.TrainConfig`.
+
 Each epoch's shuffling, augmentation and dropout are seeded from ``(seed, epoch)``, so a run
 resumed from ``last/`` continues exactly as the uninterrupted run would have.
 
@@ -24,7 +30,7 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +39,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from facegender import distributed as fgdist
-from facegender.augment import AugmentConfig, augment_batch
+from facegender.augment import augment_batch
 from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, write_json
 from facegender.classifier import TorchClassifier
+from facegender.config import PRECISIONS, SCHEDULES, TrainConfig
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.data.manifest import write_manifest
@@ -43,60 +50,6 @@ from facegender.labels import age_group
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    out: str
-    val: list[str] = field(default_factory=list)
-    val_split: float = 0.1
-    model: str = "fgnet_m"
-    model_kwargs: dict = field(default_factory=dict)
-    image_size: int = 64
-    crop: float = 1.0
-    grayscale: bool = False
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    schedule: str = "cosine"  # cosine | constant
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # EMA decay per step, e.g. 0.999; 0 disables
-    balance: str = "none"  # none | source | source_label | age
-    class_weights: bool = False
-    patience: int = 0  # early stopping on val loss; 0 disables
-    tta_flip: bool = True
-    seed: int = 0
-    threads: int = 0
-    max_train: int = 0  # cap on training samples (quick runs); 0 = all
-    cache_dir: str | None = None
-    progress: bool = True
-    device: str = "cpu"  # cpu | cuda (under torchrun: gloo on cpu, nccl on cuda)
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast of the forward pass; fp32 weights)
-    # own: each data set's crop | aligned: predict's detect + align crop | both: one of the two
-    # drawn per image and epoch (validation and its metrics on own crops, temperature on both)
-    face_crop: str = "own"
-    channels_last: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def preprocess(self) -> PreprocessConfig:
-        ch = 1 if self.grayscale else 3
-        return PreprocessConfig(
-            self.image_size, self.crop, self.grayscale, (0.5,) * ch, (0.25,) * ch
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Rebuild from ``to_dict()`` output, e.g. a checkpoint's ``train_args``."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["augment"] = AugmentConfig(**known.get("augment", {}))
-        return cls(**known)
 
 
 def face_crop_views(face_crop: str) -> list[str]:
@@ -163,15 +116,16 @@ def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | Non
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    """Learning rate of optimizer step ``step`` of ``total``: linear warm-up over the first
+    ``warmup`` steps to ``base``, then ``base`` (constant) or a cosine decay to 0 at ``total``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     if schedule == "constant":
         return base
     t = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
@@ -270,7 +224,9 @@ def _load_state(d: Path, model, ema, opt) -> tuple[int, list, dict]:
 
 
 @torch.no_grad()
-def _ema_update(ema, model, decay: float) -> None:
+def ema_update(ema, model, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for float tensors (weights and BatchNorm
+    statistics); integer buffers (BatchNorm's batch counter) are copied."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
         if e.dtype.is_floating_point:
             e.mul_(decay).add_(m.detach(), alpha=1 - decay)
@@ -278,23 +234,20 @@ def _ema_update(ema, model, decay: float) -> None:
             e.copy_(m)
 
 
-def _evaluate_logits(model, arrays: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(arrays), batch_size):
-            x = torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))
-            out.append(model(x.to(device)).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+VAL_BATCH = 512  # images per validation forward pass
 
 
-def _validation_logits(model, val_x: np.ndarray, d: fgdist.Dist) -> np.ndarray:
-    """Each rank scores its share of the validation set; every rank gets all the logits."""
+def _validation_logits(net, val_x: np.ndarray, d: fgdist.Dist, pre: PreprocessConfig) -> np.ndarray:
+    """Logits of ``net`` through evaluation's own classifier code (:class:`TorchClassifier`).
+
+    Under torchrun each rank scores its share of the validation set and every rank gets all the
+    logits.
+    """
+    clf = TorchClassifier(net, {"preprocess": pre.to_dict()})  # puts net in eval mode
     if not d.enabled:
-        return _evaluate_logits(model, val_x)
+        return clf.logits(val_x, batch_size=VAL_BATCH)
     start, stop = fgdist.shard_bounds(len(val_x), d)
-    part = torch.from_numpy(_evaluate_logits(model, val_x[start:stop]))
+    part = torch.from_numpy(clf.logits(val_x[start:stop], batch_size=VAL_BATCH))
     return fgdist.gather_rows(part, len(val_x), d).numpy()
 
 
@@ -422,24 +375,141 @@ def _quiet(_msg: str) -> None:
 
 
 def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
+    """setup -> (train_one_epoch, validate, save) per epoch -> finalize (rank 0)."""
+    t_start = time.perf_counter()
+    run = setup(cfg, split, log, d)
+    history = fit(run, resume, log)
+    if d.is_main:
+        finalize(
+            cfg,
+            run.out,
+            run.val_views,
+            run.val_y,
+            run.val_samples,
+            history,
+            time.perf_counter() - t_start,
+            log,
+            processes=d.world,
+        )
+    fgdist.barrier(d)  # every rank returns once the final checkpoint is on disk
+    return run.out
+
+
+@dataclass
+class Run:
+    """What :func:`setup` builds once and every epoch reads."""
+
+    cfg: TrainConfig
+    d: fgdist.Dist
+    device: torch.device
+    out: Path
+    pre: PreprocessConfig
+    views: list[np.ndarray]  # every decoded image, one array per face-crop view
+    labels: np.ndarray  # float32 label of every decoded image (1 = female)
+    train_idx: np.ndarray
+    val_views: list[np.ndarray]  # the validation images in each view; the first is scored
+    val_y: np.ndarray
+    val_samples: list
+    data_summary: dict
+    model: torch.nn.Module  # the weights being trained
+    net_train: torch.nn.Module  # what the training step calls: the model, or its DDP wrapper
+    ema: torch.nn.Module | None
+    opt: torch.optim.Optimizer
+    precision: str  # fp32 | bf16, resolved
+    memory_format: torch.memory_format
+    steps_per_epoch: int
+    warmup: int  # warm-up steps
+    pos_weight: torch.Tensor | None  # --class-weights
+    weights: np.ndarray | None  # per-sample draw probabilities (--balance), None: a shuffle
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The network validated and saved: the EMA weights when there are some."""
+        return self.ema if self.ema is not None else self.model
+
+    @property
+    def show(self) -> bool:
+        return self.cfg.progress and self.d.is_main
+
+    def checkpoint_config(self, **extra) -> dict:
+        return _config(self.cfg, self.net, self.pre, self.data_summary, **extra)
+
+
+def setup(cfg: TrainConfig, split, log, d: fgdist.Dist) -> Run:
+    """Seed, read and decode the data, build the model, its EMA copy and the optimizer."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-
     fgdist.check_batch(cfg.batch_size, d)
     device = torch.device(d.device)
-    show = cfg.progress and d.is_main
 
-    t_start = time.perf_counter()
+    views, ds, tr_idx, va_idx = _load_views(cfg, split, log, d)
+    labels = np.array([s.label for s in ds.samples], dtype=np.float32)
+    log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
+
+    pre = cfg.preprocess()
+    model, precision, memory_format = _build_model(cfg, pre, device, log)
+    ema = copy.deepcopy(model) if cfg.ema else None
+    opt = _optimizer(cfg, model)
+    net_train = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net_train = DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None
+        )
+    steps_per_epoch = max(1, len(tr_idx) // cfg.batch_size)
+    pos_weight = None
+    if cfg.class_weights:
+        pos_weight = torch.tensor(positive_weight(labels[tr_idx])).to(device)
+    return Run(
+        cfg=cfg,
+        d=d,
+        device=device,
+        out=out,
+        pre=pre,
+        views=views,
+        labels=labels,
+        train_idx=np.array(tr_idx),
+        val_views=[v[va_idx] for v in views],
+        val_y=labels[va_idx],
+        val_samples=[ds.samples[i] for i in va_idx],
+        data_summary={**ds.summary(), "train": len(tr_idx), "val": len(va_idx)},
+        model=model,
+        net_train=net_train,
+        ema=ema,
+        opt=opt,
+        precision=precision,
+        memory_format=memory_format,
+        steps_per_epoch=steps_per_epoch,
+        warmup=int(cfg.warmup_epochs * steps_per_epoch),
+        pos_weight=pos_weight,
+        weights=sample_weights(ds, tr_idx, cfg.balance),
+    )
+
+
+def positive_weight(train_labels: np.ndarray) -> float:
+    """``--class-weights``: the loss weight of a female (positive) image, n_male / n_female,
+    so both labels weigh the same in total."""
+    pos = train_labels.mean()
+    return (1 - pos) / max(pos, 1e-6)
+
+
+def _load_views(cfg: TrainConfig, split, log, d: fgdist.Dist):
+    """Each face-crop view of the data (same images, same order), and the split."""
     if d.local_rank != 0:
         fgdist.barrier(d)  # local rank 0 fills the decode cache first; the others then read it
     views = []
     for crop in face_crop_views(cfg.face_crop):
         arrays, ds, tr_idx, va_idx = prepare_data(
-            replace(cfg, progress=show) if d.enabled else cfg,
+            replace(cfg, progress=cfg.progress and d.is_main) if d.enabled else cfg,
             log,
             split,
             report=d.is_main and not views,
@@ -448,13 +518,11 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         views.append(arrays)
     if d.local_rank == 0:
         fgdist.barrier(d)
-    labels = np.array([s.label for s in ds.samples], dtype=np.float32)
-    val_y = labels[va_idx]
-    val_views = [v[va_idx] for v in views]
-    val_x = val_views[0]
-    log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
+    return views, ds, tr_idx, va_idx
 
-    pre = cfg.preprocess()
+
+def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
+    """The freshly initialised model (from torch's seeded RNG), its precision and layout."""
     model = create_model(
         cfg.model,
         in_chans=pre.channels,
@@ -467,145 +535,144 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
     precision = resolve_precision(cfg.precision, device.type)
     log(f"precision: {precision}" + (" (auto)" if cfg.precision == "auto" else ""))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    ema = copy.deepcopy(model) if cfg.ema else None
-    opt = _optimizer(cfg, model)
-    net_train = model  # what the training step calls: the model itself, or its DDP wrapper
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+    return model.to(memory_format=memory_format), precision, memory_format
 
-        net_train = DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device.type == "cuda" else None
-        )
-    steps_per_epoch = max(1, len(tr_idx) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    pos_weight = None
-    if cfg.class_weights:
-        pos = labels[tr_idx].mean()
-        pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6)).to(device)
-    weights = sample_weights(ds, tr_idx, cfg.balance)
-    tr = np.array(tr_idx)
 
+def fit(run: Run, resume: bool, log) -> list[dict]:
+    """The epoch loop: train, validate, keep the best checkpoint and the resume state, stop
+    early; returns the history (one row per epoch)."""
+    cfg, out = run.cfg, run.out
     start_epoch, history, best = 0, [], {"val_loss": float("inf"), "epoch": -1}
     if resume and (out / "last" / "state.json").exists():
-        start_epoch, history, best = _load_state(out / "last", model, ema, opt)
+        start_epoch, history, best = _load_state(out / "last", run.model, run.ema, run.opt)
         log(f"resumed from {out / 'last'} after epoch {start_epoch}")
-    data_summary = {**ds.summary(), "train": len(tr_idx), "val": len(va_idx)}
-
-    def config_for(net, **extra):
-        return _config(cfg, net, pre, data_summary, **extra)
-
-    stale = 0 if best["epoch"] < 0 else len(history) - 1 - best["epoch"]
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            if cfg.patience and stale >= cfg.patience:
+            if should_stop(history, best, cfg.patience):
                 log(f"early stopping: no validation-loss improvement for {cfg.patience} epochs")
                 break
             t0 = time.perf_counter()
-            torch.manual_seed(
-                cfg.seed * 10_007 + epoch if not d.enabled else _rank_seed(cfg.seed, epoch, d.rank)
-            )
-            g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
-            rng = np.random.default_rng([cfg.seed, epoch])
-            order = (
-                rng.choice(tr, size=len(tr), replace=True, p=weights)
-                if weights is not None
-                else rng.permutation(tr)
-            )
-            model.train()
-            loss_sum = correct = seen = 0.0
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                unit="batch",
-                disable=not show,
-                leave=False,
-            )
-            for i in bar:
-                step = epoch * steps_per_epoch + i
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
-                idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-                x = to_batch(batch_arrays(views, idx, rng))
-                x = augment_batch(torch.from_numpy(x), cfg.augment, g)
-                if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
-                    x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
-                x = x.to(device, memory_format=memory_format)
-                y = torch.from_numpy(labels[idx]).to(device)
-                target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                with forward_precision(precision, device.type):
-                    logits = net_train(x).float()
-                loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ema is not None:
-                    _ema_update(ema, model, cfg.ema)
-                n = len(idx)
-                loss_sum += loss.item() * n
-                correct += ((logits.detach() > 0).float() == y).sum().item()
-                seen += n
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.4f}",
-                    acc=f"{correct / seen:.3f}",
-                    img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-                )
-            if d.enabled:
-                loss_sum, correct, seen = fgdist.all_sum([loss_sum, correct, seen], d)
-                for m in (model, ema):
-                    if m is not None:  # BatchNorm statistics are per rank: keep rank 0's
-                        fgdist.broadcast_buffers(m, d)
-            net = ema if ema is not None else model
-            vl = _validation_logits(net, val_x, d)
-            val_loss = float(
-                F.binary_cross_entropy_with_logits(torch.from_numpy(vl), torch.from_numpy(val_y))
-            )
-            vm = binary_metrics(val_y.astype(int), probability(vl))
-            row = {
-                "epoch": epoch + 1,
-                "lr": opt.param_groups[0]["lr"],
-                "train_loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "val_loss": val_loss,
-                "val_acc": vm["accuracy"],
-                "val_auc": vm["roc_auc"],
-                "seconds": time.perf_counter() - t0,
-            }
+            row = {"epoch": epoch + 1, **train_one_epoch(run, epoch), **validate(run)}
+            row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            log(
-                f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {vm['accuracy']:.4f} "
-                f"auc {vm['roc_auc'] or float('nan'):.4f}  {row['seconds']:.0f}s"
-            )
-            if val_loss < best["val_loss"]:
-                best = {"val_loss": val_loss, "epoch": len(history) - 1}
-                if d.is_main:
-                    save_checkpoint(out, net, config_for(net, status="training"))
-                stale = 0
-            else:
-                stale += 1
-            if d.is_main:
-                _save_state(out / "last", model, ema, opt, epoch + 1, history, best)
-                _write_history(out, history)
+            _log_epoch(row, cfg.epochs, log)
+            improved = row["val_loss"] < best["val_loss"]
+            if improved:
+                best = {"val_loss": row["val_loss"], "epoch": len(history) - 1}
+            save_epoch(run, epoch, history, best, improved)
     except KeyboardInterrupt:
         log(f"interrupted: {out / 'last'} holds the last finished epoch; continue with --resume")
         raise
+    return history
 
-    if d.is_main:
-        finalize(
-            cfg,
-            out,
-            val_views,
-            val_y,
-            [ds.samples[i] for i in va_idx],
-            history,
-            time.perf_counter() - t_start,
-            log,
-            processes=d.world,
+
+def should_stop(history: list[dict], best: dict, patience: int) -> bool:
+    """Early stopping: ``patience`` epochs (> 0) have passed since the best validation loss
+    (``best["epoch"]`` indexes ``history``; -1: none yet, so every epoch counts)."""
+    return bool(patience) and len(history) - 1 - best["epoch"] >= patience
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict:
+    """One pass over an epoch's draw of the training set; returns lr, train loss and accuracy.
+
+    Every random draw is seeded from ``(seed, epoch)`` (dropout: also the rank), so a resumed
+    run repeats the uninterrupted one exactly.
+    """
+    cfg, d = run.cfg, run.d
+    t0 = time.perf_counter()
+    torch.manual_seed(
+        cfg.seed * 10_007 + epoch if not d.enabled else _rank_seed(cfg.seed, epoch, d.rank)
+    )
+    g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
+    rng = np.random.default_rng([cfg.seed, epoch])
+    tr = run.train_idx
+    order = (
+        rng.choice(tr, size=len(tr), replace=True, p=run.weights)
+        if run.weights is not None
+        else rng.permutation(tr)
+    )
+    run.model.train()
+    loss_sum = correct = seen = 0.0
+    bar = tqdm(
+        range(run.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch",
+        disable=not run.show,
+        leave=False,
+    )
+    for i in bar:
+        lr = lr_at(
+            epoch * run.steps_per_epoch + i, run.total_steps, run.warmup, cfg.lr, cfg.schedule
         )
-    fgdist.barrier(d)  # every rank returns once the final checkpoint is on disk
-    return out
+        for group in run.opt.param_groups:
+            group["lr"] = lr
+        idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+        x = to_batch(batch_arrays(run.views, idx, rng))
+        x = augment_batch(torch.from_numpy(x), cfg.augment, g)
+        if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
+            x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
+        loss, hits = train_step(run, x, run.labels[idx])
+        loss_sum += loss * len(idx)
+        correct += hits
+        seen += len(idx)
+        bar.set_postfix(
+            loss=f"{loss_sum / seen:.4f}",
+            acc=f"{correct / seen:.3f}",
+            img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+        )
+    if d.enabled:
+        loss_sum, correct, seen = fgdist.all_sum([loss_sum, correct, seen], d)
+        for m in (run.model, run.ema):
+            if m is not None:  # BatchNorm statistics are per rank: keep rank 0's
+                fgdist.broadcast_buffers(m, d)
+    lr = run.opt.param_groups[0]["lr"]
+    return {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+
+
+def train_step(run: Run, x: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
+    """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count."""
+    cfg, device = run.cfg, run.device
+    x = x.to(device, memory_format=run.memory_format)
+    y = torch.from_numpy(labels).to(device)
+    target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+    with forward_precision(run.precision, device.type):
+        logits = run.net_train(x).float()
+    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    if run.ema is not None:
+        ema_update(run.ema, run.model, cfg.ema)
+    return loss.item(), ((logits.detach() > 0).float() == y).sum().item()
+
+
+def validate(run: Run) -> dict:
+    """Validation loss, accuracy and ROC-AUC of :attr:`Run.net` on the first view's images,
+    through evaluation's classifier code."""
+    logits = _validation_logits(run.net, run.val_views[0], run.d, run.pre)
+    val_loss = float(
+        F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(run.val_y))
+    )
+    m = binary_metrics(run.val_y.astype(int), probability(logits))
+    return {"val_loss": val_loss, "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}
+
+
+def _log_epoch(row: dict, epochs: int, log) -> None:
+    log(
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
+        f"auc {row['val_auc'] or float('nan'):.4f}  {row['seconds']:.0f}s"
+    )
+
+
+def save_epoch(run: Run, epoch: int, history: list[dict], best: dict, improved: bool) -> None:
+    """Rank 0: the best checkpoint (when this epoch improved), the resume state, the history."""
+    if not run.d.is_main:
+        return
+    if improved:
+        save_checkpoint(run.out, run.net, run.checkpoint_config(status="training"))
+    _save_state(run.out / "last", run.model, run.ema, run.opt, epoch + 1, history, best)
+    _write_history(run.out, history)
 
 
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:
