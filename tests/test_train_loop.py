@@ -90,7 +90,7 @@ def test_ema_update_moves_floats_towards_the_model_and_copies_counters():
     assert int(ema[1].num_batches_tracked) == 7
 
 
-def test_class_weights_weigh_the_rarer_label_up_in_the_loss(synthetic_dirs, tmp_path):
+def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(synthetic_dirs, tmp_path):
     assert tr.positive_weight(np.array([1, 0, 0, 0], np.float32)) == pytest.approx(3.0)
     assert tr.positive_weight(np.array([1, 1, 1, 0], np.float32)) == pytest.approx(1 / 3)
     d = tr.fgdist.from_env()

@@ -151,7 +151,9 @@ class TrainConfig:
         0.0, help="EMA decay of the weights per step (e.g. 0.999); 0 disables.", ge=0.0, lt=1.0
     )
     balance: str = knob("none", help=_BALANCE_HELP, choices=BALANCES)
-    class_weights: bool = knob(False, help="Weigh the loss of the rarer label up.")
+    class_weights: bool = knob(
+        False, help="Weigh each female image's loss by n_male / n_female (labels weigh the same)."
+    )
     patience: int = knob(
         0, help="Early stopping after N epochs without validation-loss gain; 0 disables.", ge=0
     )
