@@ -99,7 +99,11 @@ def _grouped(samples: list, preds: list[Pred], key) -> dict[str, dict]:
         k = key(s)
         if k is not None:
             idx.setdefault(k, []).append(i)
-    names = sorted(idx, key=lambda k: (order.get(k.rsplit(" ", 1)[0], len(order)), k))
+
+    def rank(k: str) -> tuple:  # a group, or a "race gender" pair, in display order
+        return order.get(k, order.get(k.rsplit(" ", 1)[0], len(order))), k
+
+    names = sorted(idx, key=rank)
     return {k: cell([samples[i].label for i in idx[k]], [preds[i] for i in idx[k]]) for k in names}
 
 

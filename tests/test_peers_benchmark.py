@@ -57,6 +57,11 @@ def test_a_face_not_found_is_wrong_over_all_images_and_left_out_over_faces_found
     assert list(ages) == ["0-3", "20-39"]  # display order, not insertion or alphabetical
     assert ages["20-39"]["accuracy_all"] == 0 and ages["20-39"]["accuracy_found"] == 0
     assert sc["by_source"]["fairface"]["race_gender"]["East Asian male"]["accuracy_all"] == 1
+    assert list(sc["by_source"]["utkface"]["race_gender"]) == [
+        "White female",
+        "White male",
+        "Asian female",
+    ]
     assert sc["by_source"]["fairface"]["age"]["3-9"]["n"] == 1
 
 
