@@ -372,10 +372,16 @@ def write_doc(path: Path, summary: dict) -> None:
 
 
 def make_smoke_data(root: Path, n: int = 40) -> Path:
-    from facegender.synthetic import write_class_folders, write_utkface_folder
+    """Generated stand-ins for every source the default recipe reads."""
+    from facegender.synthetic import (
+        write_class_folders,
+        write_fairface_folder,
+        write_utkface_folder,
+    )
 
     write_utkface_folder(root / "utkface", n=n, seed=0)
     write_class_folders(root / "kaggle-gender", n=n, seed=1)
+    write_fairface_folder(root / "fairface", n=n, seed=2)
     return root
 
 
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         default="fp32",
         help="train --precision for every seed (bf16: about 2x faster on AVX512-BF16 CPUs)",
     )
-    ap.add_argument("--data-root", help="folder holding utkface/ and kaggle-gender/ to use instead")
+    ap.add_argument("--data-root", help="folder holding the source folders (utkface/ ...) instead")
     ap.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/facegender)")
     ap.add_argument("--no-report", action="store_true", help="skip the per-model HTML reports")
     ap.add_argument("--smoke", action="store_true", help="tiny generated data, 1 epoch")

@@ -167,7 +167,7 @@ def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path):
     held = read_data([str(out / "common" / "heldout.csv")]).samples
     held_paths = {s.path for s in held}
     assert summary["split"]["heldout"] == len(held) > 0
-    assert {s.source for s in held} == {"utkface", "kaggle-gender"}
+    assert {s.source for s in held} == {"utkface", "kaggle-gender", "fairface"}
     # the seed trained on UTKFace images only, none of them held out
     pool = read_data([str(out / "common" / "pool-utkface.csv")]).samples
     assert (
@@ -180,7 +180,7 @@ def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path):
         ev = json.loads((Path(row["evaluation"])).read_text())
         assert ev["n"] == len(held) == row["n"], name
         assert row["accuracy"] == ev["accuracy"]
-        assert set(row["per_source"]) == {"utkface", "kaggle-gender"}
+        assert set(row["per_source"]) == {"utkface", "kaggle-gender", "fairface"}
         assert row["parameters"] > 0 and row["size_mb"] > 0
     assert rows["seed-002"]["claim"]["accuracy"] == 0.90
     doc = (out / "seeds.md").read_text()

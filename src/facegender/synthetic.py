@@ -66,3 +66,20 @@ def write_class_folders(
         w = int(size * rng.uniform(0.75, 0.9))
         synthetic_face(label, rng, size).resize((w, size)).save(d / f"{i:05d}.jpg", quality=92)
     return root
+
+
+def write_fairface_folder(root: str | Path, n: int = 64, seed: int = 2, size: int = 96) -> Path:
+    """Write ``n`` generated faces in FairFace's layout: ``train/N.jpg`` and ``labels.csv``."""
+    from facegender.labels import FAIRFACE_AGES, FAIRFACE_RACES, LABELS
+
+    root = Path(root)
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["file,age,gender,race,service_test"]
+    for i in range(1, n + 1):
+        label = i % 2
+        synthetic_face(label, rng, size).save(root / "train" / f"{i}.jpg", quality=92)
+        age, race = rng.choice(FAIRFACE_AGES), rng.choice(FAIRFACE_RACES)
+        rows.append(f"train/{i}.jpg,{age},{LABELS[label].title()},{race},FALSE")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
