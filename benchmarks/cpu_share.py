@@ -157,6 +157,14 @@ def run_child(setting: str, condition: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _median_cell(rs: list[dict]) -> dict:
+    keys = ("detect_200px_ms", "detect_640x480_ms", "photo_end_to_end_ms", "reference_ms")
+    return {k: round(statistics.median(r[k] for r in rs), 2) for k in keys} | {
+        "faces_found": rs[0]["faces_found"],
+        "affinity": rs[0]["affinity"],
+    }
+
+
 def ratios(cells: dict) -> dict:
     keys = ("detect_200px_ms", "detect_640x480_ms", "photo_end_to_end_ms", "reference_ms")
     out = {}
@@ -181,6 +189,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="timing per figure and cell")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
+    ap.add_argument("--rounds", type=int, default=3, help="repeats of the whole grid")
     ap.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     ap.add_argument("--json", default=str(HERE / "results" / "cpu_share.json"))
     args = ap.parse_args()
@@ -196,21 +205,39 @@ def main() -> int:
     start = machine(threads={s: {k: v for k, v in c.items() if k != "env"}
                              for s, c in SETTINGS.items()})  # fmt: skip
     print(describe(start), flush=True)
-    cells: dict = {}
-    for setting in args.settings:
+    runs: dict = {}
+    # Rounds, and every setting in turn within a condition: a change in the machine's load
+    # then hits all settings alike; each cell is the median over the rounds.
+    for rnd in range(args.rounds):
         for cond in args.conditions:
-            r = cells.setdefault(setting, {})[cond] = run_child(setting, cond, args)
+            for setting in args.settings:
+                r = run_child(setting, cond, args)
+                runs.setdefault(setting, {}).setdefault(cond, []).append(r)
+                print(
+                    f"round {rnd + 1} {setting:<8} {cond:<7} detect 200px "
+                    f"{r['detect_200px_ms']:>7.2f} ms  640x480 {r['detect_640x480_ms']:>7.2f} ms  "
+                    f"photo end to end {r['photo_end_to_end_ms']:>7.2f} ms  "
+                    f"reference {r['reference_ms']:>6.2f} ms",
+                    flush=True,
+                )
+    cells = {
+        setting: {cond: _median_cell(rs) for cond, rs in by_cond.items()}
+        for setting, by_cond in runs.items()
+    }
+    for setting, by_cond in cells.items():
+        for cond, r in by_cond.items():
             print(
-                f"{setting:<8} {cond:<7} detect 200px {r['detect_200px_ms']:>7.2f} ms  "
+                f"median   {setting:<8} {cond:<7} detect 200px {r['detect_200px_ms']:>7.2f} ms  "
                 f"640x480 {r['detect_640x480_ms']:>7.2f} ms  photo end to end "
-                f"{r['photo_end_to_end_ms']:>7.2f} ms  reference {r['reference_ms']:>6.2f} ms",
-                flush=True,
+                f"{r['photo_end_to_end_ms']:>7.2f} ms  reference {r['reference_ms']:>6.2f} ms"
             )
     result = {
         "command": "python benchmarks/cpu_share.py " + " ".join(sys.argv[1:]),
         "machine": start,
         "loadavg_at_end": [round(v, 2) for v in os.getloadavg()],
+        "rounds": args.rounds,
         "cells_ms": cells,
+        "runs": runs,
         "ratios": ratios(cells),
     }
     for setting, rs in result["ratios"].items():
