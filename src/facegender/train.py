@@ -134,16 +134,9 @@ def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
     Elsewhere (AVX2 only) PyTorch emulates it and a bf16 training step is about 12x slower than
     fp32 (benchmarks/train_step.py), so ``auto`` must not pick it there.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    from facegender.cpu import cpu_info
+
+    return bool(cpu_info(cpuinfo)["flags"] & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device_type: str = "cpu") -> str:
