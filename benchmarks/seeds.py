@@ -102,7 +102,7 @@ def check_no_leak(heldout, manifests: list[Path]) -> int:
 
 
 def find_default_model(given: str | None) -> Path:
-    from facegender.checkpoint import bundled_model_dir
+    from facegender.model_ref import bundled_model_dir
 
     if given:
         return Path(given)

@@ -289,8 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.predictor_only:
         return predictor_only(args)
 
-    from facegender.checkpoint import CONFIG_FILE, ONNX_FILE, bundled_model_dir
+    from facegender.checkpoint import CONFIG_FILE, ONNX_FILE
     from facegender.export import export_onnx
+    from facegender.model_ref import bundled_model_dir
     from facegender.quantize import quantize_int8
 
     tmp = Path(tempfile.mkdtemp(prefix="fg-throughput-"))

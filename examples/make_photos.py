@@ -1,4 +1,7 @@
-"""Re-create examples/photos/ from scikit-image's bundled sample images (public domain / CC0).
+"""Re-create the example photos from scikit-image's bundled sample images (public domain / CC0).
+
+They live in the package (src/facegender/photos, so `facegender demo` works from a wheel);
+examples/photos is a link to that folder.
 
     pip download --no-deps scikit-image && unzip -j scikit_image-*.whl 'skimage/data/*' -d skdata
     python examples/make_photos.py skdata

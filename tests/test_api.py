@@ -254,6 +254,73 @@ def test_unknown_route_and_method_are_json(client):
     assert client.get("/nope").json() == {"error": "Not Found"}
     r = client.get("/v1/predict")
     assert r.status_code == 405 and "error" in r.json()
+    assert r.headers["allow"] == "POST"  # the custom error handler keeps the header
+    assert client.delete("/v1/model").headers["allow"] == "GET"
+
+
+def test_status_comes_from_the_error_code_not_the_wording(tiny_checkpoint):
+    """Rewording a message must not change the API's answer: the status follows the code."""
+    from facegender.predict import ImageResult
+
+    class Reworded:
+        def __init__(self, inner, code):
+            self.inner, self.code = inner, code
+            self.classifier, self.cropper = inner.classifier, inner.cropper
+
+        def predict(self, data):
+            if isinstance(data, bytes) and data.startswith(b"reworded"):
+                return ImageResult(None, "error", "something else entirely", error_code=self.code)
+            return self.inner.predict(data)
+
+    from facegender.predict import Predictor
+
+    inner = Predictor(tiny_checkpoint, threads=1)
+    for code, status in [("too_large", 413), ("not_image", 415), ("truncated", 400),
+                         ("detection_failed", 500)]:  # fmt: skip
+        with TestClient(create_app(predictor=Reworded(inner, code))) as c:
+            r = post_raw(c, b"reworded bytes")
+            assert r.status_code == status, (code, r.status_code)
+            assert r.json() == {"error": "something else entirely", "error_code": code}
+
+
+def test_openapi_declares_the_answers(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/predict"]["post"]
+    assert {"200", "400", "413", "415", "500"} <= set(op["responses"])
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+    name = ok["$ref"].rsplit("/", 1)[1]
+    fields = set(spec["components"]["schemas"][name]["properties"])
+    assert fields == set(client.app.state.predictor.predict(b"x").to_dict())
+    for path in ("/v1/model", "/healthz"):
+        assert spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]  # not the empty schema
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_failure(tiny_checkpoint, tmp_path):
+    """``schemathesis run --checks all`` against a live server (uvicorn in a child process),
+    with the repository's schemathesis.toml and a bounded number of examples per operation."""
+    import shutil as sh
+    import subprocess
+    import sys
+
+    from facegender.serve.local import LocalServer
+
+    exe = sh.which("schemathesis", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("schemathesis is in the test extra: pip install '.[test]'")
+    root = Path(__file__).resolve().parents[1]
+    with LocalServer(model=tiny_checkpoint) as srv:
+        out = subprocess.run(
+            [exe, "--config-file", str(root / "schemathesis.toml"), "run",
+             f"{srv.url}/openapi.json", "--checks", "all", "--max-examples", "25", "--seed", "1",
+             "--generation-database", "none", "--workers", "1", "--no-color",
+             "--request-timeout", "30"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "No issues found" in out.stdout
 
 
 def test_page_and_docs_are_served_locally(client):
@@ -309,8 +376,11 @@ def test_fuzz_malformed_uploads_never_5xx(client, face_jpeg):
         _encode(small, "TIFF"),
         bomb_png(20_000),
     ]
+    from facegender.serve.app import error_status
+
     rng = random.Random(7)
     statuses: dict[int, int] = {}
+    codes: set[str] = set()
     n = 240
     for i in range(n):
         data = _malformed(rng, seeds)
@@ -318,9 +388,13 @@ def test_fuzz_malformed_uploads_never_5xx(client, face_jpeg):
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         assert r.status_code < 500, (i, r.status_code, r.text)
         body = r.json()
-        assert ("error" in body) if r.status_code >= 400 else (body["status"] in ("ok", "no_face"))
-    assert sum(statuses.values()) == n
+        if r.status_code >= 400:  # the status follows from the error's code, nothing else
+            assert r.status_code == error_status(body["error_code"]), body
+            codes.add(body["error_code"])
+        else:
+            assert body["status"] in ("ok", "no_face") and body["error_code"] is None
     assert sum(v for k, v in statuses.items() if k >= 400) > n // 4  # most were really broken
+    assert {400, 415} <= set(statuses) and {"truncated", "not_image"} <= codes  # both kinds seen
     # The worker is alive and still right afterwards.
     assert client.get("/healthz").status_code == 200
     assert post_file(client, face_jpeg).json()["status"] == "ok"

@@ -50,6 +50,17 @@ def test_a_plain_frame_has_no_face_and_no_error(detector):
     assert detector.detect(Image.new("RGB", (72, 72), (120, 120, 120))) == []
 
 
+def test_frames_too_thin_for_a_face_are_not_searched(monkeypatch):
+    """YuNet spends seconds on a frame 1 px high; such frames (also after downscaling a long
+    strip) go nowhere near the library."""
+    from facegender.detect import MIN_SIDE
+
+    d = YuNetDetector()
+    monkeypatch.setattr(d, "_raw", lambda bgr: pytest.fail(f"searched a {bgr.shape} frame"))
+    for size in [(1, 1), (300, 1), (MIN_SIDE - 1, 400), (5000, 60)]:
+        assert d.detect(Image.new("RGB", size, (120, 120, 120))) == []
+
+
 def test_exif_rotated_photo_is_upright_before_detection(detector):
     upright = detector.detect(open_image(PHOTOS / "astronaut.jpg"))[0]
     rotated = detector.detect(open_image(PHOTOS / "astronaut_exif_rotated.jpg"))

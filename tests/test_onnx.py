@@ -196,9 +196,7 @@ def test_stale_export_is_refused(tmp_path):
 
 def test_export_cli_and_evaluate_with_onnx(onnx_checkpoint, synthetic_dirs, tmp_path):
     out = tmp_path / "cli.onnx"
-    r = CliRunner().invoke(
-        cli, ["export", "--model", str(onnx_checkpoint), "--format", "onnx", "--out", str(out)]
-    )
+    r = CliRunner().invoke(cli, ["export", "--model", str(onnx_checkpoint), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert out.is_file() and "wrote" in r.output
     res = evaluate([str(synthetic_dirs["folders"])], model=onnx_checkpoint, cache=False)
@@ -213,7 +211,7 @@ def test_export_cli_and_evaluate_with_onnx(onnx_checkpoint, synthetic_dirs, tmp_
     q = np.array([d["female_probability"] for d in ref["predictions"]])
     np.testing.assert_allclose(p, q, atol=1e-4)
     r = CliRunner().invoke(cli, ["export", "--model", str(tmp_path / "nothing")])
-    assert r.exit_code == 2 and "not a facegender checkpoint" in r.output
+    assert r.exit_code == 2 and "no model at" in r.output
 
 
 def test_int8_model_tracks_fp32(onnx_checkpoint, synthetic_dirs):
@@ -234,10 +232,11 @@ def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monke
     """bundle() writes float16 weights and, as model.onnx, the int8 no-TTA graph with its own
     calibration in config.json; an older bundle's model.fast.onnx is removed, and `fast` is then
     an alias of the bundled folder."""
-    import facegender.checkpoint
+    import facegender.model_ref
     from facegender.bundle import bundle
-    from facegender.checkpoint import FAST_ONNX_FILE, resolve_model
+    from facegender.checkpoint import FAST_ONNX_FILE
     from facegender.classifier import load_classifier
+    from facegender.model_ref import resolve_model
 
     dest = tmp_path / "bundled"
     dest.mkdir()
@@ -260,5 +259,6 @@ def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monke
     assert not np.allclose(z8, z32, atol=1e-5)  # quantised, not a copy of the float graph
     assert np.mean((z8 >= 0) == (z32 >= 0)) >= 0.9
     assert np.corrcoef(z8, z32)[0, 1] > 0.95
-    monkeypatch.setattr(facegender.checkpoint, "bundled_model_dir", lambda: dest)
-    assert resolve_model("fast") == resolve_model("default") == resolve_model(None) == dest
+    monkeypatch.setattr(facegender.model_ref, "bundled_model_dir", lambda: dest)
+    refs = {(r.kind, r.folder, r.graph) for r in map(resolve_model, ("fast", "default", None))}
+    assert refs == {("checkpoint", dest, dest / "model.onnx")}  # fast: the default's alias

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegender.cli import cli
-from facegender.predict import Face, ImageResult, Predictor
+from facegender.predict import Face, FaceCropper, ImageResult, Predictor
 from facegender.predict_io import CSV_FIELDS, done_paths, results_to_csv
+from facegender.preprocess import PreprocessConfig
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
 FACE_KEYS = {"box", "score", "gender", "female_probability"}
-RESULT_KEYS = {"path", "status", "error", "width", "height", "faces"}
+RESULT_KEYS = {"path", "status", "error", "error_code", "width", "height", "faces"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,8 @@ def test_bad_images_are_error_rows_and_the_batch_goes_on(predictor, tmp_path):
     assert errors[0] == "not an image" and errors[1] == "file not found"
     assert "truncated" in errors[2] and errors[3] == "empty file" and "shape" in errors[4]
     assert results[2].path == str(tmp_path / "missing.jpg")
+    codes = [r.error_code for r in results]
+    assert codes == [None, "not_image", "not_found", "truncated", "empty", "not_image", None]
 
 
 def test_no_detect_uses_the_whole_image(tiny_checkpoint):
@@ -127,21 +131,56 @@ def test_to_dict_schema(predictor):
     assert all(set(f) == FACE_KEYS for f in d["faces"])
     assert json.loads(json.dumps(d)) == d
     e = predictor.predict(b"junk").to_dict()
-    assert e == {"path": None, "status": "error", "error": "not an image", "width": None,
-                 "height": None, "faces": []}  # fmt: skip
+    assert e == {"path": None, "status": "error", "error": "not an image",
+                 "error_code": "not_image", "width": None, "height": None, "faces": []}  # fmt: skip
 
 
 def test_csv_has_one_row_per_face_and_one_per_faceless_image():
     results = [
         ImageResult("a.jpg", "ok", None, 10, 10, [Face([0, 0, 5, 5], 0.9, "male", 0.1)] * 3),
         ImageResult("b.jpg", "no_face", None, 10, 10),
-        ImageResult("c.jpg", "error", "not an image"),
+        ImageResult("c.jpg", "error", "not an image", error_code="not_image"),
     ]
     rows = list(csv.DictReader(io.StringIO(results_to_csv(results))))
     assert tuple(rows[0]) == CSV_FIELDS
     assert [r["path"] for r in rows] == ["a.jpg"] * 3 + ["b.jpg", "c.jpg"]
     assert [r["face"] for r in rows[:3]] == ["0", "1", "2"]
     assert rows[4]["error"] == "not an image" and rows[4]["gender"] == ""
+    assert [r["error_code"] for r in rows] == [""] * 4 + ["not_image"]
+
+
+def test_box_label_reads_the_labels_own_probability():
+    from facegender.annotate import label_text
+
+    assert label_text(Face([0, 0, 5, 5], 0.9, "male", 0.1)) == "male 90%"
+    assert label_text(Face([0, 0, 5, 5], 0.9, "female", 0.734)) == "female 73%"
+
+
+class _KillingCropper(FaceCropper):
+    """Kills its own worker process on any image named ``poison*`` (a decoder segfault)."""
+
+    def __call__(self, image, bgr=False, path=None):
+        if Path(str(image)).name.startswith("poison"):
+            os._exit(3)
+        return super().__call__(image, bgr=bgr, path=path)
+
+
+def test_a_crashed_worker_blames_only_its_image(tmp_path):
+    """Only the image that kills a process becomes an error row; every other image in flight
+    when the pool broke keeps its own result, in input order."""
+    from facegender.predict import _parallel_crops
+
+    names = [f"img{i:02d}.jpg" for i in range(12)]
+    names[5], names[9] = "poison_a.jpg", "poison_b.jpg"  # two crashes, neither at the front
+    for n in names:
+        Image.new("RGB", (40, 30), (10 * len(n), 80, 120)).save(tmp_path / n)
+    items = iter([(str(tmp_path / n), False, None) for n in names])
+    got = list(_parallel_crops(_KillingCropper(PreprocessConfig(), detect=False), items, 2))
+    assert [Path(c.path).name for c in got] == names
+    bad = {Path(c.path).name: c.error_code for c in got if c.status == "error"}
+    assert bad == {"poison_a.jpg": "worker_crashed", "poison_b.jpg": "worker_crashed"}
+    assert all(c.status == "ok" and c.arrays.shape == (1, 64, 64, 3) for c in got if c.path
+               and "poison" not in c.path)  # fmt: skip
 
 
 def test_predict_iter_is_lazy(predictor):
@@ -254,9 +293,36 @@ def test_demo(tiny_checkpoint, tmp_path):
     assert "two_people.jpg" in res.stdout and (tmp_path / "demo" / "two_people.jpg").is_file()
 
 
-def test_demo_without_bundled_model_says_so(monkeypatch, tmp_path):
-    import facegender.checkpoint
+@pytest.mark.slow
+def test_wheel_ships_the_demo_photos_and_the_model(tmp_path):
+    """``facegender demo`` from an installed wheel needs its photos inside the package."""
+    import subprocess
+    import sys
+    import zipfile
 
-    monkeypatch.setattr(facegender.checkpoint, "bundled_model_dir", lambda: tmp_path / "none")
+    from facegender.cli import example_photos_dir
+
+    root = Path(__file__).resolve().parents[1]
+    assert example_photos_dir().parent == root / "src" / "facegender"
+    tree = tmp_path / "tree"  # a copy, so the build leaves nothing in the repository
+    shutil.copytree(root / "src", tree / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tree / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         str(tree), "-w", str(tmp_path)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("facegender-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    photos = {f"facegender/photos/{p.name}" for p in PHOTOS.glob("*.jpg")}
+    assert len(photos) == 4 and photos <= names
+    assert "facegender/weights/default/config.json" in names
+
+
+def test_demo_without_bundled_model_says_so(monkeypatch, tmp_path):
+    import facegender.model_ref
+
+    monkeypatch.setattr(facegender.model_ref, "bundled_model_dir", lambda: tmp_path / "none")
     res = _run("demo")
     assert res.exit_code != 0 and "bundled model" in res.output

@@ -6,9 +6,16 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facegender.predict import ImageResult
+from facegender.predict import Face, ImageResult
 
 COLOURS = {"female": (230, 60, 140), "male": (40, 120, 230)}
+
+
+def label_text(face: Face) -> str:
+    """``male 90%``: the label with its own probability, as the web page shows it (P(female)
+    beside ``male`` would read as "10 % male")."""
+    p = face.female_probability if face.gender == "female" else 1.0 - face.female_probability
+    return f"{face.gender} {100 * p:.0f}%"
 
 
 def draw_result(img: Image.Image, result: ImageResult) -> Image.Image:
@@ -21,7 +28,7 @@ def draw_result(img: Image.Image, result: ImageResult) -> Image.Image:
         x, y, w, h = f.box
         colour = COLOURS.get(f.gender, (255, 200, 0))
         draw.rectangle((x, y, x + w, y + h), outline=colour, width=width)
-        label = f"{f.gender} {f.female_probability:.2f}"
+        label = label_text(f)
         tl, tt, tr, tb = draw.textbbox((0, 0), label, font=font)
         ty = y - (tb - tt) - 2 * width if y - (tb - tt) - 2 * width >= 0 else y + h
         draw.rectangle((x, ty, x + (tr - tl) + 2 * width, ty + (tb - tt) + 2 * width), fill=colour)

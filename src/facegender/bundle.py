@@ -20,14 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from facegender.checkpoint import (
-    CONFIG_FILE,
-    FAST_ONNX_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    bundled_model_dir,
-    write_json,
-)
+from facegender.checkpoint import CONFIG_FILE, FAST_ONNX_FILE, ONNX_FILE, WEIGHTS_FILE, write_json
+from facegender.model_ref import bundled_model_dir
 
 EXTRAS = ("curves.png", "history.csv", "history.json")
 DEFAULT_GRAPH = "int8, 7-bit per-channel weights, no flip TTA"

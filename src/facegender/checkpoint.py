@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +21,17 @@ CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
 # Where bundles before the default became the int8 graph kept it (bundle.py now removes it).
 FAST_ONNX_FILE = "model.fast.onnx"
-BUNDLED_NAMES = ("default", "fast")
 
 
-def bundled_model_dir() -> Path:
-    """The pretrained model shipped inside the package."""
-    return Path(str(resources.files("facegender") / "weights" / "default"))
+def checkpoint_dir(path: str | Path | None) -> Path:
+    """The checkpoint folder ``path`` names (see :mod:`facegender.model_ref`; None: bundled)."""
+    from facegender.model_ref import resolve_model
 
-
-def resolve_model(model: str | Path | None) -> Path:
-    """What ``--model`` names: a checkpoint folder or ``.onnx`` file, or a bundled model by name;
-    a path that exists wins over a name. ``default`` is the int8 graph (bundle.py), and ``fast``
-    stays as its alias (an older bundle's separate ``model.fast.onnx`` while one is installed)."""
-    if model is None or (str(model) in BUNDLED_NAMES and not Path(model).exists()):
-        folder = bundled_model_dir()
-        legacy = folder / FAST_ONNX_FILE
-        return legacy if str(model) == "fast" and legacy.is_file() else folder
-    return Path(model)
-
-
-def resolve_model_dir(path: str | Path | None) -> Path:
-    p = bundled_model_dir() if path is None else Path(path)
-    if not (p / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{p} is not a facegender checkpoint (no {CONFIG_FILE})")
-    return p
+    return resolve_model(path).checkpoint_dir()
 
 
 def read_config(path: str | Path | None) -> dict[str, Any]:
-    return json.loads((resolve_model_dir(path) / CONFIG_FILE).read_text())
+    return json.loads((checkpoint_dir(path) / CONFIG_FILE).read_text())
 
 
 def make_config(model, preprocess: PreprocessConfig, **extra: Any) -> dict[str, Any]:
@@ -114,7 +96,7 @@ def load_model(path: str | Path | None = None):
     """
     from safetensors.torch import load_file
 
-    d = resolve_model_dir(path)
+    d = checkpoint_dir(path)
     config = json.loads((d / CONFIG_FILE).read_text())
     model = build_model(config)
     model.load_state_dict(load_file(str(d / WEIGHTS_FILE)))

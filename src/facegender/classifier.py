@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegender.model_ref import ModelRef, resolve_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 
@@ -24,7 +25,9 @@ class TorchClassifier:
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
 
     @classmethod
-    def load(cls, path: str | Path | None = None, threads: int | None = None) -> TorchClassifier:
+    def load(
+        cls, path: str | Path | ModelRef | None = None, threads: int | None = None
+    ) -> TorchClassifier:
         """``threads`` sets torch's (process-wide) intra-op thread count; None leaves it."""
         import torch
 
@@ -56,38 +59,30 @@ BACKENDS = ("auto", "onnx", "torch")
 
 
 def load_classifier(
-    model: str | Path | None = None, backend: str = "auto", threads: int | None = None
+    model: str | Path | ModelRef | None = None, backend: str = "auto", threads: int | None = None
 ):
-    """The classifier for a checkpoint folder or ``.onnx`` file (the bundled model when None).
+    """The classifier for what ``model`` names (:func:`facegender.model_ref.resolve_model`:
+    a checkpoint folder, an ``.onnx`` file or a bundled name; None is the bundled default).
 
     Every consumer (evaluate, predict, the web service) gets its classifier here, so the choice
-    of backend is made in one place. ``backend="auto"`` runs the folder's ``model.onnx`` with
-    onnxruntime when both exist (no torch import: fast start, small install), else PyTorch;
+    of backend is made in one place. ``backend="auto"`` runs the model's ONNX graph with
+    onnxruntime when it has one (no torch import: fast start, small install), else PyTorch;
     ``"onnx"``/``"torch"`` force one. ``threads`` caps the intra-op threads (None: all cores).
     """
-    from facegender.checkpoint import resolve_model
-
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    model = resolve_model(model)
+    ref = resolve_model(model)
     if backend == "auto":
-        backend = "onnx" if _onnx_usable(model) else "torch"
+        usable = ref.graph is not None and importlib.util.find_spec("onnxruntime") is not None
+        backend = "onnx" if usable else "torch"
     if backend == "onnx":
         from facegender.runtime import OnnxClassifier
 
-        return OnnxClassifier.load(model, threads=threads)
+        return OnnxClassifier.load(ref, threads=threads)
+    ref.checkpoint_dir()  # an ONNX graph cannot run on PyTorch: say so before importing torch
     if importlib.util.find_spec("torch") is None:
         raise FileNotFoundError(
-            f"{model or 'the bundled model'} has no model.onnx and PyTorch is not installed: "
+            f"{ref} has no model.onnx and PyTorch is not installed: "
             "install `facegender[train]` or export it with `facegender export`"
         )
-    return TorchClassifier.load(model, threads=threads)
-
-
-def _onnx_usable(model: str | Path | None) -> bool:
-    """A ``model.onnx`` (or an ``.onnx`` path) is there and onnxruntime is installed."""
-    from facegender.checkpoint import ONNX_FILE, bundled_model_dir
-
-    p = bundled_model_dir() if model is None else Path(model)
-    has_onnx = (p / ONNX_FILE).is_file() if p.is_dir() else p.suffix == ".onnx"
-    return has_onnx and importlib.util.find_spec("onnxruntime") is not None
+    return TorchClassifier.load(ref, threads=threads)

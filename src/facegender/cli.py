@@ -18,10 +18,21 @@ class _Fail(click.ClickException):
     exit_code = 2
 
 
+def _resolve_model(_ctx, _param, value: str | None):
+    """--model, resolved once by the one resolver: every command gets a ModelRef or exit 2."""
+    from facegender.model_ref import resolve_model
+
+    try:
+        return resolve_model(value)
+    except FileNotFoundError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 # --model of the commands that use a trained model: a path, or a bundled model by name.
 _model_option = click.option(
     "--model",
     default=None,
+    callback=_resolve_model,
     help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
 )
 
@@ -142,14 +153,12 @@ def evaluate(data, model, fmt, out, no_cache, face_crop, report_dir) -> None:
             progress=fmt == "table",
             face_crop=face_crop,
         )
-    except FileNotFoundError as e:
+    except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None
     if report_dir and result.get("n"):
-        from facegender.checkpoint import bundled_model_dir
         from facegender.report import write_report
 
-        model_dir = Path(model) if model else bundled_model_dir()  # an .onnx file: no record
-        paths = write_report(result, report_dir, model_dir=model_dir)
+        paths = write_report(result, report_dir, model_dir=model.folder)  # lone .onnx: no record
         click.echo(f"report: {paths['html']}", err=True)
     result.pop("predictions", None)
     text = json.dumps(result, indent=2) if fmt == "json" else format_table(result)
@@ -161,8 +170,7 @@ def evaluate(data, model, fmt, out, no_cache, face_crop, report_dir) -> None:
 
 
 @cli.command()
-@click.option("--model", default=None, help="Checkpoint folder (default: the bundled model).")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@_model_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -192,7 +200,7 @@ def evaluate(data, model, fmt, out, no_cache, face_crop, report_dir) -> None:
     is_flag=True,
     help="Store the weights as float16 (half the file; arithmetic stays float32).",
 )
-def export(model, fmt, out, opset, batch, quantize, calib_data, float16_weights) -> None:
+def export(model, out, opset, batch, quantize, calib_data, float16_weights) -> None:
     """Export a checkpoint to ONNX with its preprocessing config in the metadata."""
     from facegender.export import export_onnx
 
@@ -208,7 +216,7 @@ def export(model, fmt, out, opset, batch, quantize, calib_data, float16_weights)
         )
     except ModuleNotFoundError as e:
         raise _Fail(f"export needs the train extra (facegender[train]): {e}") from None
-    except FileNotFoundError as e:
+    except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if quantize:
@@ -235,17 +243,9 @@ def export(model, fmt, out, opset, batch, quantize, calib_data, float16_weights)
 def serve(host, port, model, workers, max_mb, threads) -> None:
     """Serve the web page at / and the JSON API at /v1/predict (docs at /docs)."""
     try:
-        from facegender.checkpoint import resolve_model_dir
         from facegender.serve.run import serve as run_serve
-
-        if model is None:
-            resolve_model_dir(None)
-        elif not Path(model).exists():
-            raise FileNotFoundError(f"no model at {model}")
     except ModuleNotFoundError as e:
         raise _Fail(f"serve needs the serve extra (facegender[serve]): {e}") from None
-    except FileNotFoundError as e:
-        raise _Fail(str(e)) from None
     run_serve(host, port, model, workers, max_bytes=int(max_mb * 2**20), threads=threads)
 
 
@@ -348,22 +348,23 @@ def _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_fac
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
 def demo(model, out) -> None:
     """Predict on the bundled example photos; write labelled copies to OUT."""
-    from facegender.checkpoint import bundled_model_dir
     from facegender.predict_io import run_predict
 
-    photos = Path(__file__).resolve().parents[2] / "examples" / "photos"
+    photos = example_photos_dir()
     if not photos.is_dir():
-        raise _Fail(f"no example photos at {photos} (run the demo from a clone of the repository)")
-    if model is None and not (bundled_model_dir() / "config.json").is_file():
-        raise _Fail(
-            f"the bundled model is not there yet ({bundled_model_dir()}); train it with "
-            "`make bundle` or pass --model CHECKPOINT"
-        )
+        raise _Fail(f"no example photos at {photos}: the installation is incomplete")
     try:
         run_predict([str(photos)], model=model, annotate=out, workers=0, progress=False)
     except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None
     click.echo(f"annotated copies in {out}/")
+
+
+def example_photos_dir() -> Path:
+    """The demo's photos, shipped inside the package so the demo works from a wheel too."""
+    from importlib import resources
+
+    return Path(str(resources.files("facegender") / "photos"))
 
 
 def main() -> None:

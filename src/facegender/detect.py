@@ -55,6 +55,9 @@ _ENTRY = "_Z14facedetect_cnnPhS_iii"
 _RESULT_BYTES = 0x20000  # the library writes at most 1,024 faces x 32 bytes + 4
 _FACE_FIELDS = 16
 _CALL_LOCK = threading.Lock()  # the library's lazy initialisation is not thread-safe
+# YuNet finds faces of about 10 px and up; on a frame 1 px high it spends seconds finding none
+# (found by schemathesis: a 1 x 1 upload took 7-17 s), so smaller frames are not searched.
+MIN_SIDE = 10
 
 
 def _facedetect_cnn():
@@ -140,6 +143,8 @@ class YuNetDetector:
             scale = self.max_side / max(pil.size)
             size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
             pil = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        if min(pil.size) < MIN_SIDE:
+            return []
         if pil.mode != "RGB":
             pil = pil.convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])

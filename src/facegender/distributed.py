@@ -43,16 +43,14 @@ class Dist:
         return self.rank == 0
 
 
-SINGLE = Dist()
-
-
 def launched() -> bool:
     """True when this process was started by torchrun (or another launcher that sets the env)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
 def from_env(device: str = "cpu") -> Dist:
-    """Join the process group torchrun describes in the environment; SINGLE when not launched.
+    """Join the process group torchrun describes in the environment (one process when not
+    launched).
 
     ``device``: ``cpu`` (gloo) or ``cuda`` (nccl, one GPU per local rank).
     """

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from facegender.checkpoint import ONNX_FILE, WEIGHTS_FILE, resolve_model_dir
+from facegender.checkpoint import ONNX_FILE, WEIGHTS_FILE, checkpoint_dir
 from facegender.preprocess import PreprocessConfig
 from facegender.runtime import CONFIG_KEY, WEIGHTS_HASH_KEY, file_sha256
 
@@ -66,7 +66,7 @@ def export_onnx(
 
     from facegender.checkpoint import load_model
 
-    src = resolve_model_dir(model_dir)
+    src = checkpoint_dir(model_dir)
     out = Path(out) if out is not None else src / ONNX_FILE
     model = load_model(src)
     config = model.config

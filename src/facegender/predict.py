@@ -29,9 +29,18 @@ import numpy as np
 from facegender.cpu import DETECTOR_THREADS, classifier_threads, usable_cores
 from facegender.detect import DEFAULT_MAX_SIDE
 from facegender.labels import LABELS
-from facegender.preprocess import ImageDecodeError, PreprocessConfig, face_array, open_image
+from facegender.preprocess import (
+    DECODE_ERRORS,
+    ImageDecodeError,
+    PreprocessConfig,
+    face_array,
+    open_image,
+)
 
-STATUSES = ("ok", "no_face", "error")
+# The ``error_code`` of an error row: why the image could not be read (preprocess), or one of
+# these. ``no_face`` is a status, not an error.
+ERROR_CODES = (*DECODE_ERRORS, "detection_failed", "worker_crashed", "prediction_failed")
+CRASHED = "worker process crashed on this image"
 
 
 @dataclass
@@ -54,13 +63,15 @@ class Face:
 
 @dataclass
 class _ImageStatus:
-    """Where an image stands: ``status`` ok, no_face or error (the reason is in ``error``)."""
+    """Where an image stands: ``status`` ok, no_face or error (the reason is in ``error``, its
+    kind in ``error_code``, one of :data:`ERROR_CODES`)."""
 
     path: str | None
     status: str
     error: str | None = None
     width: int | None = None
     height: int | None = None
+    error_code: str | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -74,6 +85,7 @@ class ImageResult(_ImageStatus):
             "path": self.path,
             "status": self.status,
             "error": self.error,
+            "error_code": self.error_code,
             "width": self.width,
             "height": self.height,
             "faces": [f.to_dict() for f in self.faces],
@@ -135,9 +147,10 @@ class FaceCropper:
         try:
             img = open_image(image, bgr=bgr)
         except ImageDecodeError as e:
-            return Crops(path, "error", str(e))
+            return Crops(path, "error", str(e), error_code=e.code)
         except Exception as e:  # an unexpected decoder failure is still one bad image
-            return Crops(path, "error", f"cannot decode: {type(e).__name__}: {e}")
+            msg = f"cannot decode: {type(e).__name__}: {e}"
+            return Crops(path, "error", msg, error_code="decode_failed")
         w, h = img.size
         if not self.detect:
             return Crops(
@@ -157,7 +170,8 @@ class FaceCropper:
             boxes = [_int_box(d.box, w, h) for d in found]
             arrays = [face_array(align_face(img, d), self.preprocess) for d in found]
         except Exception as e:
-            return Crops(path, "error", f"face detection failed: {type(e).__name__}: {e}", w, h)
+            msg = f"face detection failed: {type(e).__name__}: {e}"
+            return Crops(path, "error", msg, w, h, error_code="detection_failed")
         if not found:
             return Crops(path, "no_face", None, w, h)
         return Crops(path, "ok", None, w, h, boxes, [d.score for d in found], np.stack(arrays))
@@ -177,44 +191,61 @@ def _worker_run(item: tuple[Any, bool, str | None]) -> Crops:
     return _WORKER_CROPPER(*item)
 
 
+def _new_pool(cropper: FaceCropper, workers: int) -> ProcessPoolExecutor:
+    # spawn: forking a process that has loaded torch/OpenMP can deadlock; workers need no model.
+    return ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(cropper,)
+    )
+
+
 def _parallel_crops(
     cropper: FaceCropper, items: Iterator[tuple[Any, bool, str | None]], workers: int
 ) -> Iterator[Crops]:
     """Run ``cropper`` in ``workers`` processes, in order, with a bounded number in flight."""
-    # spawn: forking a process that has loaded torch/OpenMP can deadlock; workers need no model.
-    ctx = mp.get_context("spawn")
     limit = workers * 8
     window: deque = deque()
-    pool = None
+    pool = _new_pool(cropper, workers)
     try:
         while True:
-            if pool is None:
-                pool = ProcessPoolExecutor(
-                    workers, mp_context=ctx, initializer=_worker_init, initargs=(cropper,)
-                )
-                window = deque((it, pool.submit(_worker_run, it)) for it, _ in window)
-            while len(window) < limit:
-                it = next(items, None)
-                if it is None:
-                    break
+            while len(window) < limit and (it := next(items, None)) is not None:
                 window.append((it, pool.submit(_worker_run, it)))
             if not window:
                 return
-            it, fut = window[0]
             try:
-                crops = fut.result()
+                crops = window[0][1].result()
             except BrokenProcessPool:
-                # A decoder crashed its process: report that image, restart, resubmit the rest.
-                window.popleft()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = None
-                yield Crops(_item_path(it), "error", "worker process crashed on this image")
+                # Some image in flight crashed its process; which one, the pool cannot say.
+                pool.shutdown(wait=True, cancel_futures=True)
+                yield from _isolate(cropper, list(window))
+                window.clear()
+                pool = _new_pool(cropper, workers)
                 continue
             window.popleft()
             yield crops
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolate(cropper: FaceCropper, window: list) -> Iterator[Crops]:
+    """After a crash: keep the results that were finished and re-run the other in-flight images
+    one at a time in a process of their own, so only an image that crashes a process by itself
+    becomes an error row (and no good image is blamed for it)."""
+    pool = None
+    try:
+        for it, fut in window:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                yield fut.result()
+                continue
+            pool = pool or _new_pool(cropper, 1)
+            try:
+                yield pool.submit(_worker_run, it).result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True)
+                pool = None
+                yield Crops(_item_path(it), "error", CRASHED, error_code="worker_crashed")
+    finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True)
 
 
 def _item_path(item: tuple[Any, bool, str | None]) -> str | None:
@@ -329,7 +360,11 @@ class Predictor:
             for box, score in zip(c.boxes, c.scores, strict=True):
                 p = float(next(probs))
                 faces.append(Face(box, float(score), LABELS[int(p >= 0.5)], p))
-            out.append(ImageResult(c.path, c.status, c.error, c.width, c.height, faces))
+            out.append(
+                ImageResult(
+                    c.path, c.status, c.error, c.width, c.height, faces, error_code=c.error_code
+                )
+            )
         return out
 
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import IO
 
 from facegender.predict import ImageResult
+from facegender.preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 CSV_FIELDS = (
-    "path", "status", "error", "width", "height",
+    "path", "status", "error", "error_code", "width", "height",
     "face", "x", "y", "w", "h", "score", "gender", "female_probability",
 )  # fmt: skip
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -120,7 +118,7 @@ class ResultWriter:
 
 
 def csv_rows(r: ImageResult) -> list[list]:
-    head = [r.path, r.status, r.error or "", _blank(r.width), _blank(r.height)]
+    head = [r.path, r.status, r.error or "", r.error_code or "", _blank(r.width), _blank(r.height)]
     if not r.faces:
         return [head + [""] * 8]
     rows = []

@@ -96,7 +96,10 @@ def _parquet_paths(p: Path) -> Iterator[str]:
 def result_from_dict(d: dict[str, Any]) -> ImageResult:
     """Inverse of :meth:`ImageResult.to_dict` (rows travel from the workers as JSON)."""
     faces = [Face(f["box"], f["score"], f["gender"], f["female_probability"]) for f in d["faces"]]
-    return ImageResult(d["path"], d["status"], d["error"], d["width"], d["height"], faces)
+    return ImageResult(
+        d["path"], d["status"], d["error"], d["width"], d["height"], faces,
+        error_code=d.get("error_code"),
+    )  # fmt: skip
 
 
 def parquet_schema():
@@ -115,6 +118,7 @@ def parquet_schema():
             ("path", pa.string()),
             ("status", pa.string()),
             ("error", pa.string()),
+            ("error_code", pa.string()),
             ("width", pa.int32()),
             ("height", pa.int32()),
             ("faces", pa.list_(face)),
@@ -212,7 +216,8 @@ class PredictBatch:
         try:
             return self.predictor.predict(file, path=name)
         except Exception as e:
-            return ImageResult(name, "error", f"prediction failed: {type(e).__name__}: {e}")
+            msg = f"prediction failed: {type(e).__name__}: {e}"
+            return ImageResult(name, "error", msg, error_code="prediction_failed")
 
 
 def _start_ray(address: str | None, workers: int) -> bool:
@@ -232,7 +237,7 @@ def _start_ray(address: str | None, workers: int) -> bool:
 def run_predict_ray(
     paths: list[str],
     out: str,
-    model: str | None = None,
+    model=None,
     recursive: bool = False,
     detect: bool = True,
     min_face: int = 20,
@@ -258,14 +263,11 @@ def run_predict_ray(
         raise ValueError(
             f"--engine ray needs Ray Data: pip install 'facegender[scale]' ({e})"
         ) from None
-    from facegender.checkpoint import resolve_model
+    from facegender.model_ref import resolve_model
 
     fmt = output_format(out)
     out_path = Path(out)
-    if model is not None and not resolve_model(model).exists():
-        raise FileNotFoundError(f"no model at {model}")
-    if model is not None and Path(model).exists():
-        model = str(Path(model).resolve())  # workers may start in another folder
+    model = resolve_model(model).spec  # fails here, not in every worker; absolute for workers
     if fmt == "parquet":
         if out_path.exists() and not out_path.is_dir():
             raise ValueError(f"{out_path} is a file; Parquet output is a folder of part files")

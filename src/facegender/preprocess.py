@@ -21,6 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+# File names read as images, by folder walks of both data sets and predict (any case).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 # A truncated file must fail loudly, never decode as half-grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Refuse decompression bombs (Pillow warns above this many pixels and errors above twice it).
@@ -28,8 +32,29 @@ MAX_PIXELS = 80_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
+# Why an image could not be read, as data: the web service maps the code (never the wording of
+# the message) to its HTTP status, and predict's rows carry it beside the message.
+DECODE_ERRORS = {
+    "not_found": "file not found",
+    "empty": "empty file",
+    "truncated": "truncated image",
+    "not_image": "not an image",
+    "too_large": "image too large",
+    "decode_failed": "cannot decode",
+}
+
+
 class ImageDecodeError(ValueError):
-    """An input that is not a decodable image (missing, truncated, wrong format, too large)."""
+    """An input that is not a decodable image; ``code`` is one of :data:`DECODE_ERRORS`."""
+
+    def __init__(self, message: str, code: str = "decode_failed"):
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(code: str, detail: str | None = None) -> ImageDecodeError:
+    text = DECODE_ERRORS[code]
+    return ImageDecodeError(f"{text}: {detail}" if detail else text, code)
 
 
 @dataclass(frozen=True)
@@ -82,14 +107,14 @@ def open_image(source: Any, bgr: bool = False) -> Image.Image:
         else:
             if isinstance(source, bytes | bytearray | memoryview):
                 if len(source) == 0:
-                    raise ImageDecodeError("empty file")
+                    raise _fail("empty")
                 source = io.BytesIO(bytes(source))
             elif isinstance(source, str | Path):
                 p = Path(source)
                 if not p.exists():
-                    raise ImageDecodeError("file not found")
+                    raise _fail("not_found")
                 if p.stat().st_size == 0:
-                    raise ImageDecodeError("empty file")
+                    raise _fail("empty")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(source)
@@ -99,23 +124,23 @@ def open_image(source: Any, bgr: bool = False) -> Image.Image:
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageDecodeError(f"image too large: {e}") from None
+        raise _fail("too_large", str(e)) from None
     except OSError as e:
         msg = str(e)
         if "truncated" in msg.lower():
-            raise ImageDecodeError("truncated image") from None
+            raise _fail("truncated") from None
         if "cannot identify image file" in msg:
-            raise ImageDecodeError("not an image") from None
-        raise ImageDecodeError(f"cannot decode: {msg}") from None
+            raise _fail("not_image") from None
+        raise _fail("decode_failed", msg) from None
     except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
-        raise ImageDecodeError(f"cannot decode: {e}") from None
+        raise _fail("decode_failed", str(e)) from None
 
 
 def _from_array(a: np.ndarray, bgr: bool) -> Image.Image:
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ImageDecodeError(f"array of shape {a.shape} is not an image")
+        raise ImageDecodeError(f"array of shape {a.shape} is not an image", "not_image")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.floating) and a.max(initial=0) <= 1.0:
             a = a * 255.0

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegender.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, bundled_model_dir
+from facegender.checkpoint import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE
+from facegender.model_ref import ModelRef, resolve_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 CONFIG_KEY = "facegender_config"  # metadata_props key holding the whole config.json
@@ -22,15 +23,6 @@ WEIGHTS_HASH_KEY = "facegender_weights_sha256"  # sha256 of the safetensors it w
 
 class StaleExportError(ValueError):
     """``model.onnx`` was exported from other weights than the folder's ``model.safetensors``."""
-
-
-def onnx_path(path: str | Path | None) -> Path:
-    """The ONNX file for a checkpoint folder (``model.onnx`` inside it) or an ``.onnx`` path."""
-    p = bundled_model_dir() if path is None else Path(path)
-    f = p / ONNX_FILE if p.is_dir() else p
-    if not f.is_file():
-        raise FileNotFoundError(f"no ONNX model at {f} (export one with `facegender export`)")
-    return f
 
 
 def session_options(threads: int | None = None, spin: bool = False):
@@ -66,21 +58,27 @@ class OnnxClassifier:
         self._output = session.get_outputs()[0].name
 
     @classmethod
-    def load(cls, path: str | Path | None = None, threads: int | None = None) -> OnnxClassifier:
-        """Load a checkpoint folder holding ``model.onnx`` or a lone ``.onnx`` file.
+    def load(
+        cls, path: str | Path | ModelRef | None = None, threads: int | None = None
+    ) -> OnnxClassifier:
+        """Load what ``path`` names (:func:`~facegender.model_ref.resolve_model`): a checkpoint
+        folder holding ``model.onnx``, a lone ``.onnx`` file or a bundled name.
 
         In a folder, ``config.json`` is the truth (as for the torch backend) and the export must
         come from the folder's current weights; a lone file uses the config in its metadata.
         """
         import onnxruntime as ort
 
-        f = onnx_path(path)
+        ref = resolve_model(path)
+        if ref.graph is None:
+            raise FileNotFoundError(f"no ONNX model in {ref} (export one with `facegender export`)")
+        f = ref.graph
         session = ort.InferenceSession(
             str(f), session_options(threads), providers=["CPUExecutionProvider"]
         )
         meta = session.get_modelmeta().custom_metadata_map
-        folder = f.parent
-        if (folder / CONFIG_FILE).is_file() and f.name == ONNX_FILE:
+        folder = ref.folder
+        if folder is not None and f == folder / ONNX_FILE:
             config = json.loads((folder / CONFIG_FILE).read_text())
             _check_fresh(meta, folder / WEIGHTS_FILE, f)
         elif CONFIG_KEY in meta:
@@ -118,5 +116,5 @@ def _check_fresh(meta: dict, weights: Path, onnx_file: Path) -> None:
     if file_sha256(weights) != expected:
         raise StaleExportError(
             f"{onnx_file} was exported from other weights than {weights}; "
-            f"re-export with `facegender export --model {onnx_file.parent} --format onnx`"
+            f"re-export with `facegender export --model {onnx_file.parent}`"
         )

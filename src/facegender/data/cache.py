@@ -63,7 +63,7 @@ def _aligned(raw: bytes, cfg: PreprocessConfig) -> np.ndarray | None:
         _CROPPERS[key] = FaceCropper(cfg, detector_kwargs={"threads": 1})
     crops = _CROPPERS[key](raw)
     if crops.status == "error":
-        raise ImageDecodeError(crops.error)
+        raise ImageDecodeError(crops.error, crops.error_code)
     i = subject_index(crops.boxes, crops.width or 0, crops.height or 0)
     return None if i is None else crops.arrays[i]
 

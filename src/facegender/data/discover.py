@@ -17,8 +17,8 @@ from facegender.data.manifest import read_manifest
 from facegender.data.samples import DataSet, Sample, Skipped
 from facegender.data.utkface import looks_like_utkface, parse_utkface
 from facegender.labels import parse_label
+from facegender.preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 _CLASS_DIRS = {"male", "female", "man", "woman", "men", "women"}
 
 

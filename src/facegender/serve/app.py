@@ -5,7 +5,8 @@ The model is loaded once, in the lifespan, and every request is answered by the 
 inference threads of their own (``concurrency`` of them, 1 by default), so the event loop keeps
 answering health checks. Always the same long-lived threads: the detector sees one caller, and
 glibc does not grow a new malloc arena for every thread of a pool, which is what made the resident
-memory creep up under load. Every error is JSON ``{"error": "..."}``.
+memory creep up under load. Every error is JSON ``{"error": "..."}`` (with ``error_code`` when an
+image could not be read); the answers' shapes are declared in :mod:`facegender.serve.schemas`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from facegender import __version__
 from facegender.cpu import classifier_threads
 from facegender.serve.model_info import model_summary
+from facegender.serve.schemas import HealthOut, ModelOut, PredictionOut, error_responses
 from facegender.serve.upload import FIELD, UploadError, read_upload
 
 log = logging.getLogger("facegender.serve")
@@ -54,11 +56,6 @@ _UPLOAD_DOC: dict[str, Any] = {
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    "responses": {
-        "400": {"description": "Empty, truncated or undecodable upload"},
-        "413": {"description": "Upload over the byte limit, or too many pixels"},
-        "415": {"description": "Not an image, or an unsupported content type"},
-    },
 }
 
 
@@ -67,19 +64,26 @@ def static_dir() -> Path:
     return Path(str(resources.files("facegender") / "static"))
 
 
-def error_status(message: str) -> int:
-    """HTTP status for a predictor ``error`` result: the client's fault unless detection broke."""
-    if message.startswith("image too large"):
-        return 413
-    if message.startswith("not an image"):
-        return 415
-    if message.startswith("face detection failed"):
-        return 500
-    return 400
+# HTTP status of a predictor error row by its error_code (never by the wording of the message):
+# the client's fault (400) unless the image is too big, not an image, or our side broke.
+STATUS_BY_CODE = {
+    "too_large": 413,
+    "not_image": 415,
+    "detection_failed": 500,
+    "worker_crashed": 500,
+    "prediction_failed": 500,
+}
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_status(code: str | None) -> int:
+    return STATUS_BY_CODE.get(code or "", 400)
+
+
+def _error(
+    status: int, message: str, code: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    body = {"error": message} if code is None else {"error": message, "error_code": code}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(
@@ -139,7 +143,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)  # 405: Allow
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
@@ -156,19 +160,25 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=HealthOut)
     async def healthz():
         """Liveness: the model is loaded and the event loop answers."""
         return {"status": "ok", "pid": os.getpid()}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", response_model=ModelOut)
     async def model_info(request: Request):
         """The loaded checkpoint: name, version, calibration and validation metrics summary."""
         p = request.app.state.predictor
         detector = getattr(p.cropper, "detector_name", None)
-        return model_summary(p.classifier.config, detector, getattr(p.classifier, "backend", None))
+        backend = getattr(p.classifier, "backend", None)
+        return JSONResponse(model_summary(p.classifier.config, detector, backend))
 
-    @app.post("/v1/predict", openapi_extra=_UPLOAD_DOC)
+    @app.post(
+        "/v1/predict",
+        response_model=PredictionOut,
+        responses=error_responses(400, 413, 415, 500),
+        openapi_extra=_UPLOAD_DOC,
+    )
     async def predict(request: Request):
         """Every face in the uploaded image: box [x, y, w, h], gender and P(female).
 
@@ -178,8 +188,9 @@ def create_app(
         data = await read_upload(request, request.app.state.max_bytes)
         result = await in_executor(request.app.state.predictor.predict, data)
         if result.status == "error":
-            return _error(error_status(result.error or ""), result.error or "cannot decode")
-        return result.to_dict()
+            code = result.error_code
+            return _error(error_status(code), result.error or "cannot decode", code)
+        return JSONResponse(result.to_dict())  # already the PredictionOut fields
 
     return app
 

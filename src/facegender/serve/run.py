@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from facegender.model_ref import ModelRef, resolve_model
+
 
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
-    model: str | Path | None = None,
+    model: str | Path | ModelRef | None = None,
     workers: int = 1,
     max_bytes: int | None = None,
     concurrency: int | None = None,
@@ -20,7 +22,7 @@ def serve(
 
     # Worker processes get their settings from the environment: uvicorn imports the factory anew.
     settings = {
-        "FACEGENDER_MODEL": str(Path(model).resolve()) if model and Path(model).exists() else model,
+        "FACEGENDER_MODEL": resolve_model(model).spec,
         "FACEGENDER_MAX_BYTES": max_bytes,
         "FACEGENDER_CONCURRENCY": concurrency,
         "FACEGENDER_THREADS": threads,
