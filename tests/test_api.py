@@ -21,6 +21,7 @@ with warnings.catch_warnings():  # Starlette's TestClient nags about httpx vs ht
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from facegender.predict import Face
 from facegender.serve import create_app
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
@@ -291,6 +292,8 @@ def test_openapi_declares_the_answers(client):
     name = ok["$ref"].rsplit("/", 1)[1]
     fields = set(spec["components"]["schemas"][name]["properties"])
     assert fields == set(client.app.state.predictor.predict(b"x").to_dict())
+    face = Face([0, 0, 1, 1], 1.0, "male", 0.1).to_dict()
+    assert set(spec["components"]["schemas"]["FaceOut"]["properties"]) == set(face)
     for path in ("/v1/model", "/healthz"):
         assert spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
             "schema"
