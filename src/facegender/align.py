@@ -88,6 +88,18 @@ def template_to_image(det: Detection) -> np.ndarray:
     return np.array([[s, 0.0, cx - s * (bx + bw / 2.0)], [0.0, s, cy - s * (by + bh / 2.0)]])
 
 
+def model_to_image(det: Detection, crop: float, image_size: int) -> np.ndarray:
+    """2 x 3 matrix from the classifier's input pixels to the photo's, for the crop of ``det``.
+
+    :func:`facegender.preprocess.face_array` keeps the centred ``crop`` fraction of the aligned
+    square and resizes it to ``image_size``; composed with :func:`template_to_image` that maps
+    model pixel (u, v) to the photo. :mod:`facegender.explain` inverts it to paint heat maps.
+    """
+    k = crop / image_size
+    to_unit = np.array([[k, 0.0, (1 - crop) / 2], [0.0, k, (1 - crop) / 2], [0.0, 0.0, 1.0]])
+    return template_to_image(det) @ to_unit
+
+
 def align_face(img: Image.Image, det: Detection) -> Image.Image:
     """The square UTKFace-style crop of ``det`` from ``img`` (RGB), at about the face's resolution.
 

@@ -277,6 +277,22 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
     help="Decode/detect processes (default: cores - 1 for folders, 0 for a few images); "
     "--engine ray: Ray workers, one CPU each (default: every CPU).",
 )
+@click.option(
+    "--explain",
+    type=click.Path(file_okay=False),
+    help="Write each face's saliency heat map over the photo here (NAME.faceI.png): red regions "
+    "supported the answer, blue ones argued against it (occlusion; ONNX runtime is enough).",
+)
+@click.option(
+    "--explain-values", is_flag=True, help="With --explain: also NAME.faceI.json (the values)."
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.5, 1.0),
+    default=None,
+    help="Abstain: a face with max(P, 1-P) below this is labelled `uncertain` (its P(female) "
+    "is still given). Default: always male or female.",
+)
 @click.option("--resume", is_flag=True, help="Skip images already in --out (jsonl/csv/parquet).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.option(
@@ -293,7 +309,8 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
     help="--engine ray: an existing cluster (auto, HOST:6379, ray://HOST:10001).",
 )
 def predict(paths, model, recursive, fmt, out, annotate, no_detect, min_face, batch_size, workers,
-            resume, progress, engine, address) -> None:  # fmt: skip
+            explain, explain_values, min_confidence, resume, progress, engine,
+            address) -> None:  # fmt: skip
     """Find every face in the images at PATHS (files or folders) and tell male or female.
 
     Unreadable images become error rows; the exit code is 0 whenever every image was tried.
@@ -301,11 +318,15 @@ def predict(paths, model, recursive, fmt, out, annotate, no_detect, min_face, ba
     from facegender.predict_io import run_predict
 
     if engine == "ray":
+        if min_confidence is not None or explain:
+            raise _Fail("--min-confidence and --explain are not available with --engine ray")
         _predict_ray(paths, model, recursive, fmt, out, annotate, no_detect, min_face,
                      batch_size, workers, resume, progress, address)  # fmt: skip
         return
     if address:
         raise _Fail("--address is for --engine ray")
+    if explain_values and not explain:
+        raise _Fail("--explain-values needs --explain DIR")
     if out and Path(out).is_dir():
         raise _Fail(f"--out {out} is a folder; give a file name")
     try:
@@ -313,6 +334,7 @@ def predict(paths, model, recursive, fmt, out, annotate, no_detect, min_face, ba
             list(paths), model=model, fmt=fmt, out=out, recursive=recursive, annotate=annotate,
             detect=not no_detect, min_face=min_face, batch_size=batch_size, workers=workers,
             resume=resume, progress=progress, log=lambda m: click.echo(m, err=True),
+            min_confidence=min_confidence, explain=explain, explain_values=explain_values,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         raise _Fail(str(e)) from None

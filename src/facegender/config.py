@@ -176,6 +176,12 @@ class TrainConfig:
     channels_last: bool = knob(
         False, help="NHWC memory layout for the convolutions (often faster on CPU)."
     )
+    init: str | None = knob(
+        None,
+        help="Fine-tune: start from `default` (the bundled model) or a checkpoint folder. Model "
+        "and preprocessing come from it; unless given, --epochs 5 --lr 3e-4 --warmup-epochs 0 "
+        "(facegender.finetune).",
+    )
     augment: AugmentConfig = knob(factory=AugmentConfig)
 
     def __post_init__(self) -> None:

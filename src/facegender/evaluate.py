@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegender.abstain import risk_coverage
 from facegender.classifier import load_classifier
 from facegender.data import read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
@@ -36,6 +37,8 @@ def evaluate(
     p = clf.probabilities(arrays, batch_size=batch_size)
     result = binary_metrics(y, p) if len(y) else {"n": 0}
     result["groups"] = group_metrics(ds.samples, y, p) if len(y) else {}
+    if len(y):
+        result["risk_coverage"] = risk_coverage(ds.samples, y, p)
     result["skipped"] = [s.to_dict() for s in ds.skipped]
     result["face_crop"] = face_crop
     if face_crop != "own":
@@ -50,6 +53,14 @@ def evaluate(
         for s, pi in zip(ds.samples, p, strict=True)
     ]
     return result
+
+
+def _coverage_line(rc: dict | None) -> str:
+    """'share answered at each target accuracy' from ``risk_coverage`` (min-confidence rule)."""
+    if not rc:
+        return "n/a"
+    at = rc["overall"]["coverage_at_accuracy"]
+    return ", ".join(f"{float(t):.0%} accuracy on {c:.1%} of faces" for t, c in at.items())
 
 
 def format_table(result: dict) -> str:
@@ -67,6 +78,7 @@ def format_table(result: dict) -> str:
             f"F1 {result['f1']:.4f}   (positive: female)",
             f"ROC-AUC    {auc:.4f}" if auc is not None else "ROC-AUC    n/a (one class)",
             f"ECE        {result['ece']:.4f}",
+            "abstaining " + _coverage_line(result.get("risk_coverage")),
             "confusion  rows = truth, columns = predicted",
             "           male    female",
         ]

@@ -106,6 +106,20 @@ def train_config(opts: dict) -> TrainConfig:
     """The TrainConfig of a ``train``/``cv`` invocation's options (a bad value: a usage error,
     before any data is read)."""
     try:
-        return TrainConfig.from_flat(opts)
+        cfg = TrainConfig.from_flat(opts)
     except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if not cfg.init:
+        return cfg
+    from facegender.finetune import apply_init
+
+    ctx = click.get_current_context()
+    given = {  # set on the command line or in a recipe: the rest may come from --init
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+    }
+    try:
+        return apply_init(cfg, given)
+    except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None

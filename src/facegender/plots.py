@@ -182,3 +182,39 @@ def prediction_grid_png(
     fig.suptitle(title)
     fig.tight_layout()
     return to_png(fig, dpi=85)
+
+
+def risk_coverage_png(rc: dict, group: str | None = "age", title: str | None = None) -> bytes:
+    """Accuracy on the answered faces against the share answered, one point per
+    ``--min-confidence`` threshold (:mod:`facegender.abstain`): overall and per ``group``."""
+    fig, ax = _subplots(figsize=(6.2, 4.2))
+    curves = [("overall", rc["overall"], 2.4)]
+    curves += [(k, v, 1.2) for k, v in rc.get("groups", {}).get(group or "", {}).items()]
+    for name, c, lw in curves:
+        pts = [(cv, a) for cv, a in zip(c["coverage"], c["accuracy"], strict=True) if a is not None]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", ms=3, lw=lw, label=f"{name} (n={c['n']})")
+    ax.set(
+        xlabel="share of faces answered (coverage)",
+        ylabel="accuracy on answered faces",
+        xlim=(0, 1.01),
+        title=title or "Risk-coverage: raising --min-confidence from 0.5 to 0.99",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    return to_png(fig)
+
+
+def heatmap_grid_png(tiles: Sequence[tuple[np.ndarray, str]], title: str, cols: int = 4) -> bytes:
+    """Crops with their saliency painted on (:func:`facegender.explain.crop_overlay`), titled."""
+    rows = max(1, -(-len(tiles) // cols))
+    fig, axes = _subplots(rows, cols, figsize=(cols * 2.0, rows * 2.2 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (img, caption) in zip(axes.flat, tiles, strict=False):
+        ax.imshow(img, interpolation="bilinear")
+        ax.set_title(caption, fontsize=8, color=BAD)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return to_png(fig, dpi=85)

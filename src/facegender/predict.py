@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from facegender.abstain import gender_label
 from facegender.cpu import DETECTOR_THREADS, classifier_threads, usable_cores
 from facegender.detect import DEFAULT_MAX_SIDE
-from facegender.labels import LABELS
 from facegender.preprocess import (
     DECODE_ERRORS,
     ImageDecodeError,
     PreprocessConfig,
+    crop_to_image,
     face_array,
     open_image,
 )
@@ -99,6 +100,8 @@ class Crops(_ImageStatus):
     boxes: list[list[int]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     arrays: np.ndarray | None = None  # K x S x S x C uint8
+    # K 2 x 3 matrices from each crop's model-input pixels to the photo (facegender.explain)
+    transforms: list[np.ndarray] = field(default_factory=list)
 
 
 def _int_box(box, width: int, height: int) -> list[int]:
@@ -152,29 +155,25 @@ class FaceCropper:
             msg = f"cannot decode: {type(e).__name__}: {e}"
             return Crops(path, "error", msg, error_code="decode_failed")
         w, h = img.size
+        pre = self.preprocess
         if not self.detect:
-            return Crops(
-                path,
-                "ok",
-                None,
-                w,
-                h,
-                [[0, 0, w, h]],
-                [1.0],
-                face_array(img, self.preprocess)[None],
-            )
-        from facegender.align import align_face
+            array = face_array(img, pre)[None]
+            return Crops(path, "ok", None, w, h, [[0, 0, w, h]], [1.0], array,
+                         [crop_to_image(w, h, pre)])  # fmt: skip
+        from facegender.align import align_face, model_to_image
 
         try:
             found = [d for d in self.detector.detect(img) if min(d.box[2:]) >= self.min_face]
             boxes = [_int_box(d.box, w, h) for d in found]
-            arrays = [face_array(align_face(img, d), self.preprocess) for d in found]
+            arrays = [face_array(align_face(img, d), pre) for d in found]
         except Exception as e:
             msg = f"face detection failed: {type(e).__name__}: {e}"
             return Crops(path, "error", msg, w, h, error_code="detection_failed")
         if not found:
             return Crops(path, "no_face", None, w, h)
-        return Crops(path, "ok", None, w, h, boxes, [d.score for d in found], np.stack(arrays))
+        maps = [model_to_image(d, pre.crop, pre.image_size) for d in found]
+        return Crops(path, "ok", None, w, h, boxes, [d.score for d in found], np.stack(arrays),
+                     maps)  # fmt: skip
 
 
 # -- worker processes ---------------------------------------------------------------------------
@@ -267,7 +266,8 @@ class Predictor:
     this process). ``threads``: classifier threads (None: the cores the workers leave,
     :func:`facegender.cpu.classifier_threads`; 0: onnxruntime's choice). ``detector_threads``:
     OpenMP threads per detection (1; 0: OpenMP's default). ``max_side``: frames are downscaled to
-    this longest side before detection.
+    this longest side before detection. ``min_confidence``: a face whose max(p, 1 - p) is below it
+    is labelled ``"uncertain"`` (:mod:`facegender.abstain`; None: always male or female).
     """
 
     def __init__(
@@ -285,7 +285,11 @@ class Predictor:
         batch_size: int = 64,
         workers: int = 0,
         detector_threads: int = DETECTOR_THREADS,
+        min_confidence: float | None = None,
     ):
+        from facegender.abstain import check_min_confidence
+
+        self.min_confidence = check_min_confidence(min_confidence)
         if classifier is None:
             from facegender.classifier import load_classifier
 
@@ -310,6 +314,29 @@ class Predictor:
     def predict(self, image: Any, bgr: bool = False, path: str | None = None) -> ImageResult:
         """One image (path, bytes, PIL image or numpy array; RGB unless ``bgr=True``)."""
         return self._classify([self.cropper(image, bgr=bgr, path=path)])[0]
+
+    def explain(
+        self, image: Any, bgr: bool = False, path: str | None = None, face: int | None = None
+    ):
+        """Each face's prediction and occlusion saliency map (:mod:`facegender.explain`), on the
+        crop the classifier saw, with what it takes to paint it over the photo. ``face``: only
+        that face (by index in the result). Forward passes only: works on the ONNX runtime."""
+        from facegender.explain import Explanation, FaceExplanation, saliency
+
+        if path is None and isinstance(image, str | Path):
+            path = str(image)
+        try:
+            img = open_image(image, bgr=bgr)
+        except ImageDecodeError as e:
+            return Explanation(ImageResult(path, "error", str(e), error_code=e.code), None)
+        crops = self.cropper(img, path=path)
+        result = self._classify([crops])[0]
+        out = Explanation(result, img)
+        arrays = crops.arrays if crops.arrays is not None else []
+        for i, (f, a, m) in enumerate(zip(result.faces, arrays, crops.transforms, strict=True)):
+            if face is None or i == face:
+                out.faces.append(FaceExplanation(f, saliency(self.classifier, a), m, i))
+        return out
 
     def predict_batch(
         self,
@@ -359,7 +386,7 @@ class Predictor:
             faces = []
             for box, score in zip(c.boxes, c.scores, strict=True):
                 p = float(next(probs))
-                faces.append(Face(box, float(score), LABELS[int(p >= 0.5)], p))
+                faces.append(Face(box, float(score), gender_label(p, self.min_confidence), p))
             out.append(
                 ImageResult(
                     c.path, c.status, c.error, c.width, c.height, faces, error_code=c.error_code

@@ -174,13 +174,17 @@ def run_predict(
     progress: bool | None = None,
     stdout: IO[str] | None = None,
     log=None,
+    min_confidence: float | None = None,
+    explain: str | None = None,
+    explain_values: bool = False,
 ) -> dict[str, int]:
     """``facegender predict``: stream every image under ``paths`` through the predictor.
 
     Raises ``ValueError``/``FileNotFoundError`` only when the command itself cannot run (bad
     options, no model, nothing to read); a bad image is an error row. ``workers=None`` picks
     in-process for a handful of images and worker processes for folders.
-    Returns counts per status.
+    ``explain``: a folder for each face's heat map over the photo (``explain_values``: and its
+    values as JSON), see :func:`save_explanations`. Returns counts per status.
     """
     import sys
     import time
@@ -198,7 +202,12 @@ def run_predict(
     source, workers = _image_source(paths, recursive, done, workers)
     # Built once the worker count is known: the classifier gets the cores the workers leave.
     predictor = Predictor(
-        model, detect=detect, min_face=min_face, batch_size=batch_size, workers=workers
+        model,
+        detect=detect,
+        min_face=min_face,
+        batch_size=batch_size,
+        workers=workers,
+        min_confidence=min_confidence,
     )
 
     append = bool(done) and out_path is not None and out_path.exists()
@@ -226,6 +235,8 @@ def run_predict(
             counts[r.status] += 1
             if annotate and r.status != "error":
                 _annotate(r, roots, Path(annotate))
+            if explain and r.status == "ok":
+                save_explanations(predictor, r.path, roots, Path(explain), explain_values)
             bar.update(1)
         writer.close()
     finally:
@@ -271,6 +282,29 @@ def _summary(counts: dict, done: set, out_path: Path | None) -> str:
         f"{n} images ({rate:.1f}/s): {counts['ok']} with faces, {counts['no_face']} without, "
         f"{counts['error']} unreadable" + (f"; {len(done)} already in {out_path}" if done else "")
     )
+
+
+def save_explanations(predictor, path: str, roots: list[Path], out_dir: Path, values: bool) -> list:
+    """``predict --explain DIR``: ``DIR/<name>.face<i>.png`` (the photo with face i's heat map)
+    and, with ``values``, ``DIR/<name>.face<i>.json`` (the face, its saliency grid). Paths under
+    an input folder keep their sub-folders, as for ``--annotate``. Returns the files written."""
+    import json as _json
+
+    from facegender.annotate import annotated_path
+
+    e = predictor.explain(path)
+    stem = annotated_path(path, roots, out_dir)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in e.faces:
+        png = stem.with_name(f"{stem.name}.face{f.index}.png")
+        f.overlay(e.image).save(png)
+        written.append(png)
+        if values:
+            js = png.with_suffix(".json")
+            js.write_text(_json.dumps({"path": path, **f.to_dict()}) + "\n")
+            written.append(js)
+    return written
 
 
 def _annotate(r: ImageResult, roots: list[Path], out_dir: Path) -> None:

@@ -176,6 +176,14 @@ def crop_box(width: int, height: int, crop: float = 1.0) -> tuple[float, float, 
     return (left, top, left + side, top + side)
 
 
+def crop_to_image(width: int, height: int, cfg: PreprocessConfig) -> np.ndarray:
+    """2 x 3 matrix from the model's input pixels to the pixels of the image :func:`face_array`
+    was given (its :func:`crop_box` resized to ``image_size``)."""
+    left, top, right, _ = crop_box(width, height, cfg.crop)
+    k = (right - left) / cfg.image_size
+    return np.array([[k, 0.0, left], [0.0, k, top]])
+
+
 def face_array(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """Crop the centred square of a face image, resize it, return ``uint8`` ``S x S x C`` (RGB)."""
     box = crop_box(img.width, img.height, cfg.crop)

@@ -38,6 +38,7 @@ SECTIONS = (
     "groups",
     "samples",
     "mistakes",
+    "abstain",
     "training",
     "skipped",
 )
@@ -348,6 +349,77 @@ def _mistakes_section(r: ReportData) -> Section:
         ["file", "truth", "P(female)"],
         [[r.preds[i]["path"], LABELS[r.y[i]], f"{r.p[i]:.4f}"] for i in worst],
     )
+    _mistake_heatmaps(sec, [r.preds[i] for i in worst[:MISTAKE_HEATMAPS]], r)
+    return sec
+
+
+# How many of the most confident mistakes get a saliency heat map in the report.
+MISTAKE_HEATMAPS = 8
+
+
+def _mistake_heatmaps(sec: Section, preds: list[dict], r: ReportData) -> None:
+    """Add the occlusion heat maps (:mod:`facegender.explain`) of these mistakes to ``sec``:
+    what the model looked at when it was most sure and wrong. Needs the checkpoint folder."""
+    from facegender.classifier import load_classifier
+    from facegender.explain import crop_overlay, saliency
+    from facegender.preprocess import ImageDecodeError, load_face
+
+    if r.model_dir is None or not preds:
+        return
+    try:
+        clf = load_classifier(r.model_dir)
+    except (FileNotFoundError, ValueError) as e:
+        sec.text.append(f"No heat maps: cannot load the model ({e}).")
+        return
+    tiles = []
+    for d in preds:
+        try:
+            a = load_face(d["path"], clf.preprocess)
+        except (ImageDecodeError, OSError):
+            continue
+        pf = d["female_probability"]
+        caption = f"{LABELS[int(pf >= 0.5)]} {max(pf, 1 - pf):.2f}\ntruth: {LABELS[d['label']]}"
+        tiles.append((crop_overlay(a, saliency(clf, a).heat), caption))
+    if tiles:
+        png = plots.heatmap_grid_png(tiles, "What the model looked at in its surest mistakes")
+        sec.images.append(
+            (
+                r.figure("mistakes_heatmaps.png", png),
+                "Occlusion heat maps of the most confident mistakes on each face crop: red "
+                "regions pushed towards the (wrong) answer, blue ones against it.",
+            )
+        )
+
+
+def _abstain_section(r: ReportData) -> Section:
+    """Risk-coverage (``--min-confidence``): accuracy on the answered faces vs share answered."""
+    sec = Section("abstain", "Abstaining: accuracy vs share of faces answered")
+    rc = r.result.get("risk_coverage")
+    if not rc:
+        sec.text.append("No risk-coverage data in this evaluation.")
+        return sec
+    sec.text.append(
+        "With --min-confidence P a face whose max(P(female), P(male)) is below P is answered "
+        "'uncertain'. Each point is one threshold; the table gives the largest share of faces "
+        "that can be answered at each accuracy."
+    )
+    entries = [("overall", rc["overall"])] + [
+        (f"{g} {k}", v) for g, table in rc.get("groups", {}).items() for k, v in table.items()
+    ]
+    targets = list(rc["overall"]["coverage_at_accuracy"])
+    sec.table = (
+        ["faces", "n", *(f"answered at {100 * float(t):.0f} % accuracy" for t in targets)],
+        [
+            [name, str(e["n"]), *(f"{100 * e['coverage_at_accuracy'][t]:.1f} %" for t in targets)]
+            for name, e in entries
+        ],
+    )
+    for group in ("age", "source"):
+        if group in rc.get("groups", {}) or group == "age":
+            png = plots.risk_coverage_png(rc, group)
+            sec.images.append(
+                (r.figure(f"risk_coverage_{group}.png", png), f"Risk-coverage by {group}.")
+            )
     return sec
 
 
@@ -372,6 +444,7 @@ SECTION_BUILDERS = (
     _groups_section,
     _samples_section,
     _mistakes_section,
+    _abstain_section,
     _training_section,
     _skipped_section,
 )

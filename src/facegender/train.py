@@ -356,6 +356,9 @@ def train(
     ``split``: explicit (train, val) indices, see :func:`prepare_data`. Launched by torchrun,
     this joins the process group and every rank must call it with the same ``cfg``.
     """
+    from facegender.finetune import apply_init
+
+    cfg = apply_init(cfg)
     d = fgdist.from_env(cfg.device)
     try:
         return _train(cfg, resume, log if d.is_main else _quiet, split, d)
@@ -524,7 +527,13 @@ def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
         image_size=cfg.image_size,
         tta_flip=False,
         **cfg.model_kwargs,
-    ).to(device)
+    )
+    if cfg.init:
+        from facegender.finetune import load_init_weights
+
+        load_init_weights(model, cfg.init)
+        log(f"starting from {cfg.init}: {cfg.epochs} epochs at lr {cfg.lr:g}")
+    model = model.to(device)
     precision = resolve_precision(cfg.precision, device.type)
     log(f"precision: {precision}" + (" (auto)" if cfg.precision == "auto" else ""))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -29,10 +29,18 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegender import __version__
+from facegender.abstain import relabel
 from facegender.cpu import classifier_threads
 from facegender.serve.model_info import model_summary
 from facegender.serve.schemas import HealthOut, ModelOut, PredictionOut, error_responses
-from facegender.serve.upload import FIELD, UploadError, read_upload
+from facegender.serve.upload import (
+    FIELD,
+    UploadError,
+    query_flag,
+    query_int,
+    query_min_confidence,
+    read_upload,
+)
 
 log = logging.getLogger("facegender.serve")
 
@@ -56,7 +64,30 @@ _UPLOAD_DOC: dict[str, Any] = {
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
+    "parameters": [
+        {
+            "name": "min_confidence",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "number", "minimum": 0.5, "maximum": 1.0},
+            "description": "Abstain: faces with max(P, 1-P) below this are labelled "
+            "'uncertain' (P(female) still given). Default: always male or female.",
+        }
+    ],
 }
+
+
+_EXPLAIN_DOC: dict[str, Any] = {
+    **_UPLOAD_DOC,
+    "parameters": [
+        *_UPLOAD_DOC["parameters"],
+        {"name": "face", "in": "query", "required": False, "schema": {"type": "integer"}},
+        {"name": "values", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {"name": "png", "in": "query", "required": False, "schema": {"type": "boolean"}},
+    ],
+}
+# Longest side of the overlay pictures /v1/explain returns (the page shows them at that size).
+EXPLAIN_MAX_SIDE = 640
 
 
 def static_dir() -> Path:
@@ -185,12 +216,43 @@ def create_app(
         Send multipart/form-data with field ``file``, or the raw bytes with an ``image/*``
         content type. The answer is the same object ``facegender predict --format json`` gives.
         """
+        min_confidence = query_min_confidence(request)
         data = await read_upload(request, request.app.state.max_bytes)
         result = await in_executor(request.app.state.predictor.predict, data)
         if result.status == "error":
             code = result.error_code
             return _error(error_status(code), result.error or "cannot decode", code)
-        return JSONResponse(result.to_dict())  # already the PredictionOut fields
+        return JSONResponse(relabel(result, min_confidence).to_dict())  # PredictionOut fields
+
+    @app.post(
+        "/v1/explain", responses=error_responses(400, 413, 415, 500), openapi_extra=_EXPLAIN_DOC
+    )
+    async def explain(request: Request):
+        """Each face's saliency heat map (occlusion, forward passes only) over the photo.
+
+        Same upload as ``/v1/predict``. Query: ``face=I`` explains only face I (faster),
+        ``values=false`` leaves out the grid of values, ``png=false`` the picture,
+        ``min_confidence`` as for predict. Each face has ``overlay_png`` (the photo, at most
+        640 px, with that face's heat map: red supported the answer, blue argued against it,
+        base64 PNG) and ``saliency`` (the grid in logit units and where its cells are).
+        """
+        min_confidence = query_min_confidence(request)
+        face = query_int(request, "face")
+        want_values, want_png = query_flag(request, "values"), query_flag(request, "png")
+        data = await read_upload(request, request.app.state.max_bytes)
+        e = await in_executor(request.app.state.predictor.explain, data, False, None, face)
+        r = relabel(e.result, min_confidence)
+        if r.status == "error":
+            return _error(error_status(r.error_code), r.error or "cannot decode", r.error_code)
+        if face is not None and not e.faces and r.faces:
+            return _error(400, f"face={face}: the image has {len(r.faces)} face(s), 0-based")
+        faces = await in_executor(
+            lambda: [
+                f.to_dict(e.image if want_png else None, want_values, EXPLAIN_MAX_SIDE)
+                for f in e.faces
+            ]
+        )
+        return {**{k: v for k, v in r.to_dict().items() if k != "faces"}, "faces": faces}
 
     return app
 

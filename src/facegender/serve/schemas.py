@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from facegender.abstain import UNCERTAIN
 from facegender.labels import LABELS
 from facegender.predict import ERROR_CODES
 
-Gender = Literal[LABELS]  # type: ignore[valid-type]
+Gender = Literal[(*LABELS, UNCERTAIN)]  # type: ignore[valid-type]  # uncertain: min_confidence
 ErrorCode = Literal[ERROR_CODES]  # type: ignore[valid-type]
 
 

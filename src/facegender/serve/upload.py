@@ -98,5 +98,41 @@ async def _form_file(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
+def query_min_confidence(request: Request) -> float | None:
+    """The ``?min_confidence=P`` query parameter (None when absent); 400 when not in 0.5-1."""
+    from facegender.abstain import check_min_confidence
+
+    raw = request.query_params.get("min_confidence")
+    if raw is None or raw == "":
+        return None
+    try:
+        return check_min_confidence(float(raw))
+    except ValueError as e:
+        msg = str(e) if "between" in str(e) else f"min_confidence must be a number, not {raw!r}"
+        raise UploadError(400, msg) from None
+
+
+def query_int(request: Request, name: str) -> int | None:
+    """An optional non-negative integer query parameter; 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise UploadError(400, f"{name} must be a non-negative integer, not {raw!r}")
+    return int(raw)
+
+
+def query_flag(request: Request, name: str, default: bool = True) -> bool:
+    """An optional true/false query parameter (1/0, yes/no accepted); 400 otherwise."""
+    raw = (request.query_params.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise UploadError(400, f"{name} must be true or false, not {raw!r}")
+
+
 def _too_large(max_bytes: int) -> str:
     return f"upload too large: the limit is {max_bytes} bytes ({max_bytes / 2**20:.1f} MiB)"

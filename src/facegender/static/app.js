@@ -10,6 +10,7 @@ const els = {
   video: $("video"), camStart: $("camera-start"), camSnap: $("camera-snap"), camStop: $("camera-stop"),
 };
 let photoUrl = null;
+let photoBlob = null;
 let stream = null;
 
 function setState(state, text) {
@@ -47,13 +48,48 @@ function render(result) {
       ` <span class="muted">(detector score ${face.score.toFixed(2)})</span>` +
       `<div class="bar"><div class="f" style="width:${100 * p}%"></div>` +
       `<div class="m" style="width:${100 * (1 - p)}%"></div></div>`;
+    const why = document.createElement("button");
+    why.type = "button";
+    why.className = "quiet explain";
+    why.textContent = "Why? Show heat map";
+    why.addEventListener("click", () => explainFace(i, li, why));
+    li.append(why);
     els.faces.append(li);
   });
   const what = n === 0 ? "No face found." : `${n} face${n > 1 ? "s" : ""} found.`;
   setState("done", `${what} (${result.width}×${result.height} px)`);
 }
 
+// On demand: POST /v1/explain for one face; the answer's overlay_png is the photo with that
+// face's occlusion heat map (red: supported the answer, blue: argued against it).
+async function explainFace(i, li, button) {
+  if (!photoBlob) return;
+  button.disabled = true;
+  button.textContent = "Computing heat map…";
+  const form = new FormData();
+  form.append("file", photoBlob, "photo");
+  try {
+    const resp = await fetch(`/v1/explain?face=${i}&values=false`, { method: "POST", body: form });
+    const body = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
+    const face = resp.ok && body.faces && body.faces[0];
+    if (!face) throw new Error(body.error || `HTTP ${resp.status}`);
+    let img = li.querySelector("img.heat");
+    if (!img) {
+      img = document.createElement("img");
+      img.className = "heat";
+      img.alt = `heat map of face ${i + 1}: red supported the answer, blue argued against it`;
+      li.append(img);
+    }
+    img.src = `data:image/png;base64,${face.overlay_png}`;
+    button.textContent = "Heat map: red supported the answer, blue argued against it";
+  } catch (err) {
+    button.disabled = false;
+    button.textContent = `Heat map failed (${err.message}); try again`;
+  }
+}
+
 async function upload(blob, name) {
+  photoBlob = blob;
   if (photoUrl) URL.revokeObjectURL(photoUrl);
   photoUrl = URL.createObjectURL(blob);
   els.photo.src = photoUrl;
