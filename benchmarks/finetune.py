@@ -112,7 +112,28 @@ def score(model_dir: Path, manifest: Path, cache: bool) -> dict:
     from facegender.evaluate import evaluate
 
     r = evaluate([str(manifest)], model=model_dir, cache=cache)
-    return {"n": r["n"], "accuracy": r["accuracy"], "accuracy_ci95": r["accuracy_ci95"]}
+    right = {
+        d["path"]: int((d["female_probability"] >= 0.5) == d["label"]) for d in r["predictions"]
+    }
+    return {
+        "n": r["n"],
+        "accuracy": r["accuracy"],
+        "accuracy_ci95": r["accuracy_ci95"],
+        "_right": right,
+    }
+
+
+def paired_difference(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of ``a`` minus ``b`` on the same images, with a paired bootstrap 95 % interval
+    (resampling images, both models together): the fair test when the two share a test set."""
+    import numpy as np
+
+    paths = sorted(set(a) & set(b))
+    d = np.array([a[k] - b[k] for k in paths], dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"difference": float(d.mean()), "ci95": [float(lo), float(hi)], "n": len(d)}
 
 
 def check_no_leak(heldout: Path, manifests: list[Path]) -> None:
@@ -165,6 +186,13 @@ def run(args) -> dict:
             }
         )
     acc = {r["model"]: r["left_out_heldout"]["accuracy"] for r in rows}
+    right = {r["model"]: r["left_out_heldout"].pop("_right") for r in rows}
+    for r in rows:
+        r["base_sources_val"].pop("_right")
+    paired = {
+        f"finetuned_minus_{other}": paired_difference(right["finetuned"], right[other])
+        for other in ("base", "scratch")
+    }
     return {
         "command": "python benchmarks/finetune.py " + " ".join(sys.argv[1:]),
         "smoke": args.smoke,
@@ -173,9 +201,11 @@ def run(args) -> dict:
         "n_test": args.n_test,
         "n_finetune": args.n_finetune,
         "finetune_defaults": FINETUNE_DEFAULTS,
-        "machine": m,
+        "machine": m,  # torch_threads: before training; each run used train_threads
+        "train_threads": args.threads,
         "minutes_total": round((time.perf_counter() - t_all) / 60, 2),
         "rows": rows,
+        "paired": paired,
         "finetune_beats_base_and_scratch": acc["finetuned"] > max(acc["base"], acc["scratch"]),
     }
 
@@ -227,6 +257,10 @@ def format_rows(summary: dict) -> str:
             f"{r['model']:<10} {h['accuracy']:>12.4f}  {lo:.3f}-{hi:.3f}     "
             f"{b['accuracy']:>12.4f} {r['train_minutes']:>8.1f}"
         )
+    for name, d in summary["paired"].items():
+        lo, hi = d["ci95"]
+        lines.append(f"{name}: {100 * d['difference']:+.1f} points (paired 95 % CI {100 * lo:+.1f} "
+                     f"to {100 * hi:+.1f})")  # fmt: skip
     lines.append(f"fine-tune beats base and scratch: {summary['finetune_beats_base_and_scratch']}")
     return "\n".join(lines)
 

@@ -123,6 +123,10 @@ def overlay(img: Image.Image, heat: np.ndarray, model_to_photo: np.ndarray) -> I
     m = np.vstack([np.asarray(model_to_photo, np.float64), [0.0, 0.0, 1.0]])
     inv = np.linalg.inv(m)[:2].ravel()
     rgb, alpha = _colours(heat)
+    n = heat.shape[0]
+    edge = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
+    taper = np.clip(edge / max(1.0, n / 12), 0, 1)  # fade out at the crop's border
+    alpha = alpha * np.outer(taper, taper)
     layers = [Image.fromarray(np.ascontiguousarray(rgb[..., c]), "F") for c in range(3)]
     layers.append(Image.fromarray(alpha.astype(np.float32), "F"))
     warped = [
