@@ -201,14 +201,8 @@ def run_predict(
     done = done_paths(out_path, fmt) if resume and out_path else set()
     source, workers = _image_source(paths, recursive, done, workers)
     # Built once the worker count is known: the classifier gets the cores the workers leave.
-    predictor = Predictor(
-        model,
-        detect=detect,
-        min_face=min_face,
-        batch_size=batch_size,
-        workers=workers,
-        min_confidence=min_confidence,
-    )
+    predictor = Predictor(model, detect=detect, min_face=min_face, batch_size=batch_size,
+                          workers=workers, min_confidence=min_confidence)  # fmt: skip
 
     append = bool(done) and out_path is not None and out_path.exists()
     if out_path is not None:
@@ -233,10 +227,7 @@ def run_predict(
         for r in predictor.predict_iter(source, workers=workers):
             writer.write(r)
             counts[r.status] += 1
-            if annotate and r.status != "error":
-                _annotate(r, roots, Path(annotate))
-            if explain and r.status == "ok":
-                save_explanations(predictor, r.path, roots, Path(explain), explain_values)
+            _pictures(r, predictor, roots, annotate, explain, explain_values)
             bar.update(1)
         writer.close()
     finally:
@@ -248,6 +239,14 @@ def run_predict(
     if log is not None:
         log(_summary(counts, done, out_path))
     return counts
+
+
+def _pictures(r: ImageResult, predictor, roots, annotate, explain, explain_values) -> None:
+    """The per-image pictures asked for: ``--annotate`` copies, ``--explain`` heat maps."""
+    if annotate and r.status != "error":
+        _annotate(r, roots, Path(annotate))
+    if explain and r.status == "ok":
+        save_explanations(predictor, r.path, roots, Path(explain), explain_values)
 
 
 def _image_source(paths: list[str], recursive: bool, done: set, workers: int | None):
