@@ -17,13 +17,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from facegender.checkpoint import (
-    BUNDLED_NAMES,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    bundled_model_dir,
-    read_config,
-)
+from facegender.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from facegender.model_ref import BUNDLED, bundled_model_dir
 
 # What a fine-tune runs unless the user says otherwise (README: "Fine-tune on your own photos").
 FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 3e-4, "warmup_epochs": 0.0}
@@ -35,7 +30,7 @@ _IMPLIED_KWARGS = ("in_chans", "mean", "std", "image_size", "tta_flip")
 
 def init_dir(init: str | Path) -> Path:
     """The checkpoint folder ``--init`` names: ``default`` is the bundled model."""
-    if str(init) in BUNDLED_NAMES and not Path(init).exists():
+    if str(init) in BUNDLED and not Path(init).exists():
         if str(init) != "default":
             raise ValueError(
                 f"--init {init}: the {init!r} model is an ONNX export without PyTorch weights; "
