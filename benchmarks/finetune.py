@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,23 +38,12 @@ def log(msg: str) -> None:
 
 
 def machine() -> dict:
+    """The shared machine record (benchmarks/_machine.py) with torch's threads and version."""
     import torch
+    from _machine import machine as machine_record
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    m = machine_record(threads={"torch": torch.get_num_threads()}, reference=False)
+    return {**m, "torch": torch.__version__}
 
 
 def split_left_out(spec: str, n_test: int, n_finetune: int, seed: int, work: Path) -> dict:

@@ -87,7 +87,8 @@ def test_finetune_via_python_api_learns(tiny_checkpoint, synthetic_dirs, tmp_pat
     assert conf["metrics"]["validation"]["accuracy"] >= 0.8  # one low-lr epoch keeps what it knew
 
 
-def test_finetune_benchmark_smoke(tmp_path):
+def test_finetune_benchmark_smoke(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: _machine
     spec = importlib.util.spec_from_file_location("finetune_bench", ROOT / "benchmarks/finetune.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
