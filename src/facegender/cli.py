@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from facegender import __version__
+from facegender.config import CROPS
 from facegender.options import config_options, recipe_option, train_config
 
 
@@ -128,7 +129,7 @@ def cv(folds, group_by, **opts) -> None:
 @click.option("--no-cache", is_flag=True, help="Do not use the decoded-image cache.")
 @click.option(
     "--face-crop",
-    type=click.Choice(["own", "aligned"]),
+    type=click.Choice(CROPS),
     default="own",
     show_default=True,
     help="own: each image is one face crop. aligned: through predict's detector + alignment "

@@ -20,7 +20,11 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("none", "source", "source_label", "age")
 PRECISIONS = ("auto", "fp32", "bf16")
-FACE_CROPS = ("own", "aligned", "both")
+# The crops an image can be decoded as (data.cache), and what each face_crop setting trains on:
+# the first view of a setting is the one validated on.
+CROPS = ("own", "aligned")
+FACE_CROP_VIEWS = {"own": ("own",), "aligned": ("aligned",), "both": ("own", "aligned")}
+FACE_CROPS = tuple(FACE_CROP_VIEWS)
 DEVICES = ("cpu", "cuda")
 
 

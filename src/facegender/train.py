@@ -54,10 +54,11 @@ from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 def face_crop_views(face_crop: str) -> list[str]:
     """The decoded views a ``face_crop`` setting trains on; the first is validated on."""
-    views = {"own": ["own"], "aligned": ["aligned"], "both": ["own", "aligned"]}
-    if face_crop not in views:
+    from facegender.config import FACE_CROP_VIEWS
+
+    if face_crop not in FACE_CROP_VIEWS:
         raise ValueError(f"unknown face_crop {face_crop!r}; use own, aligned or both")
-    return views[face_crop]
+    return list(FACE_CROP_VIEWS[face_crop])
 
 
 def batch_arrays(views: list[np.ndarray], idx: np.ndarray, rng) -> np.ndarray:

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facegender.config import CROPS
 from facegender.data.samples import DataSet, Sample, Skipped
 from facegender.preprocess import ImageDecodeError, PreprocessConfig, load_face
 
 CACHE_VERSION = 1
-FACE_CROPS = ("own", "aligned")
 _CROPPERS: dict[str, object] = {}  # one FaceCropper (and detector) per worker process
 
 
@@ -108,8 +108,8 @@ def decode_dataset(
     earlier file's bytes; the same files are kept for either ``face_crop``, in the same order.
     With ``cache_dir`` set, the result is stored and reused.
     """
-    if face_crop not in FACE_CROPS:
-        raise ValueError(f"unknown face_crop {face_crop!r}; use one of {', '.join(FACE_CROPS)}")
+    if face_crop not in CROPS:
+        raise ValueError(f"unknown face_crop {face_crop!r}; use one of {', '.join(CROPS)}")
     samples = data.samples
     key = _key(samples, cfg, face_crop)
     if cache_dir is not None:
