@@ -99,12 +99,12 @@ def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(synthetic_dir
     run = tr.setup(
         _tiny_cfg(synthetic_dirs, tmp_path / "b", class_weights=True), None, lambda m: None, d
     )
-    y_train = run.labels[run.train_idx]
+    y_train = run.data.labels[run.data.train_idx]
     assert float(run.pos_weight) == pytest.approx((y_train == 0).sum() / (y_train == 1).sum())
     # the step's loss is the weighted BCE of the batch: female terms count pos_weight times
-    idx = run.train_idx[:8]
-    x = torch.from_numpy(tr.to_batch(run.views[0][idx]))
-    y = run.labels[idx]
+    idx = run.data.train_idx[:8]
+    x = torch.from_numpy(tr.to_batch(run.data.views[0][idx]))
+    y = run.data.labels[idx]
     with torch.no_grad():
         run.model.train()
         z = run.model(x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -36,6 +37,13 @@ _model_option = click.option(
     callback=_resolve_model,
     help="Checkpoint folder, .onnx file, or bundled `default`/`fast` (default: default).",
 )
+
+
+def _choice(*flags: str, choices: Sequence[str], help: str | None = None):
+    """An option that takes one of a fixed list; the first choice is the default."""
+    return click.option(
+        *flags, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,11 +105,9 @@ def _cv_params() -> list[click.Parameter]:
 
 @cli.command(params=_cv_params())
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2))
-@click.option(
+@_choice(
     "--group-by",
-    type=click.Choice(["none", "source"]),
-    default="none",
-    show_default=True,
+    choices=["none", "source"],
     help="none: folds stratified by source x label; source: hold out whole sources.",
 )
 def cv(folds, group_by, **opts) -> None:
@@ -122,16 +128,12 @@ def cv(folds, group_by, **opts) -> None:
 @cli.command()
 @click.argument("data", nargs=-1, required=True)
 @_model_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@_choice("--format", "fmt", choices=["table", "json"])
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result here too.")
 @click.option("--no-cache", is_flag=True, help="Do not use the decoded-image cache.")
-@click.option(
+@_choice(
     "--face-crop",
-    type=click.Choice(CROPS),
-    default="own",
-    show_default=True,
+    choices=CROPS,
     help="own: each image is one face crop. aligned: through predict's detector + alignment "
     "(the largest centred face; no face found: own crop, counted in the result).",
 )
@@ -179,11 +181,9 @@ def evaluate(data, model, fmt, out, no_cache, face_crop, report_dir) -> None:
     help="Output file (default: model.onnx inside the checkpoint folder).",
 )
 @click.option("--opset", default=17, show_default=True, type=int)
-@click.option(
+@_choice(
     "--batch",
-    type=click.Choice(["dynamic", "fixed"]),
-    default="dynamic",
-    show_default=True,
+    choices=["dynamic", "fixed"],
     help="Dynamic batch axis, or fixed at the example's batch of 2.",
 )
 @click.option(
@@ -254,12 +254,10 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @_model_option
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
-@click.option(
+@_choice(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "jsonl", "csv"]),
-    default="table",
-    show_default=True,
+    choices=["table", "json", "jsonl", "csv"],
     help="csv: one row per face (one row for an image with no face or an error).",
 )
 @click.option(
@@ -296,11 +294,9 @@ def serve(host, port, model, workers, max_mb, threads) -> None:
 )
 @click.option("--resume", is_flag=True, help="Skip images already in --out (jsonl/csv/parquet).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
-@click.option(
+@_choice(
     "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
+    choices=["local", "ray"],
     help="ray: Ray Data workers on an embedded cluster or --address; PATHS may also be .txt "
     "lists and Parquet/CSV tables with a path column (facegender[scale], docs/scale.md).",
 )

@@ -380,9 +380,9 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         finalize(
             cfg,
             run.out,
-            run.val_views,
-            run.val_y,
-            run.val_samples,
+            run.data.val_views,
+            run.data.val_y,
+            run.data.val_samples,
             history,
             time.perf_counter() - t_start,
             log,
@@ -390,6 +390,19 @@ def _train(cfg: TrainConfig, resume: bool, log, split, d: fgdist.Dist) -> Path:
         )
     fgdist.barrier(d)  # every rank returns once the final checkpoint is on disk
     return run.out
+
+
+@dataclass
+class Data:
+    """The decoded images a run learns from and is scored on, read once by :func:`setup`."""
+
+    views: list[np.ndarray]  # every decoded image, one array per face-crop view
+    labels: np.ndarray  # float32 label of every decoded image (1 = female)
+    train_idx: np.ndarray
+    val_views: list[np.ndarray]  # the validation images in each view; the first is scored
+    val_y: np.ndarray
+    val_samples: list
+    summary: dict
 
 
 @dataclass
@@ -401,13 +414,7 @@ class Run:
     device: torch.device
     out: Path
     pre: PreprocessConfig
-    views: list[np.ndarray]  # every decoded image, one array per face-crop view
-    labels: np.ndarray  # float32 label of every decoded image (1 = female)
-    train_idx: np.ndarray
-    val_views: list[np.ndarray]  # the validation images in each view; the first is scored
-    val_y: np.ndarray
-    val_samples: list
-    data_summary: dict
+    data: Data
     model: torch.nn.Module  # the weights being trained
     net_train: torch.nn.Module  # what the training step calls: the model, or its DDP wrapper
     ema: torch.nn.Module | None
@@ -433,7 +440,7 @@ class Run:
         return self.cfg.progress and self.d.is_main
 
     def checkpoint_config(self, **extra) -> dict:
-        return _config(self.cfg, self.net, self.pre, self.data_summary, **extra)
+        return _config(self.cfg, self.net, self.pre, self.data.summary, **extra)
 
 
 def setup(cfg: TrainConfig, split, log, d: fgdist.Dist) -> Run:
@@ -447,48 +454,41 @@ def setup(cfg: TrainConfig, split, log, d: fgdist.Dist) -> Run:
     fgdist.check_batch(cfg.batch_size, d)
     device = torch.device(d.device)
 
-    views, ds, tr_idx, va_idx = _load_views(cfg, split, log, d)
-    labels = np.array([s.label for s in ds.samples], dtype=np.float32)
-    log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
-
+    data, weights = _load_data(cfg, split, log, d)
     pre = cfg.preprocess()
     model, precision, memory_format = _build_model(cfg, pre, device, log)
-    ema = copy.deepcopy(model) if cfg.ema else None
-    opt = _optimizer(cfg, model)
-    net_train = model
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net_train = DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device.type == "cuda" else None
-        )
-    steps_per_epoch = max(1, len(tr_idx) // cfg.batch_size)
+    steps_per_epoch = max(1, len(data.train_idx) // cfg.batch_size)
     pos_weight = None
     if cfg.class_weights:
-        pos_weight = torch.tensor(positive_weight(labels[tr_idx])).to(device)
+        pos_weight = torch.tensor(positive_weight(data.labels[data.train_idx])).to(device)
     return Run(
         cfg=cfg,
         d=d,
         device=device,
         out=out,
         pre=pre,
-        views=views,
-        labels=labels,
-        train_idx=np.array(tr_idx),
-        val_views=[v[va_idx] for v in views],
-        val_y=labels[va_idx],
-        val_samples=[ds.samples[i] for i in va_idx],
-        data_summary={**ds.summary(), "train": len(tr_idx), "val": len(va_idx)},
+        data=data,
         model=model,
-        net_train=net_train,
-        ema=ema,
-        opt=opt,
+        ema=copy.deepcopy(model) if cfg.ema else None,  # copied before DDP wraps the model
+        net_train=_data_parallel(model, d, device),
+        opt=_optimizer(cfg, model),
         precision=precision,
         memory_format=memory_format,
         steps_per_epoch=steps_per_epoch,
         warmup=int(cfg.warmup_epochs * steps_per_epoch),
         pos_weight=pos_weight,
-        weights=sample_weights(ds, tr_idx, cfg.balance),
+        weights=weights,
+    )
+
+
+def _data_parallel(model: torch.nn.Module, d: fgdist.Dist, device) -> torch.nn.Module:
+    """What the training step calls: the model itself, or under torchrun its DDP wrapper."""
+    if not d.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[d.local_rank] if device.type == "cuda" else None
     )
 
 
@@ -497,6 +497,23 @@ def positive_weight(train_labels: np.ndarray) -> float:
     so both labels weigh the same in total."""
     pos = train_labels.mean()
     return (1 - pos) / max(pos, 1e-6)
+
+
+def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.ndarray | None]:
+    """The decoded views and the split, and each training image's draw weight (--balance)."""
+    views, ds, tr_idx, va_idx = _load_views(cfg, split, log, d)
+    labels = np.array([s.label for s in ds.samples], dtype=np.float32)
+    log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
+    data = Data(
+        views=views,
+        labels=labels,
+        train_idx=np.array(tr_idx),
+        val_views=[v[va_idx] for v in views],
+        val_y=labels[va_idx],
+        val_samples=[ds.samples[i] for i in va_idx],
+        summary={**ds.summary(), "train": len(tr_idx), "val": len(va_idx)},
+    )
+    return data, sample_weights(ds, tr_idx, cfg.balance)
 
 
 def _load_views(cfg: TrainConfig, split, log, d: fgdist.Dist):
@@ -588,7 +605,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     )
     g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
     rng = np.random.default_rng([cfg.seed, epoch])
-    tr = run.train_idx
+    tr = run.data.train_idx
     order = (
         rng.choice(tr, size=len(tr), replace=True, p=run.weights)
         if run.weights is not None
@@ -610,11 +627,11 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         for group in run.opt.param_groups:
             group["lr"] = lr
         idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-        x = to_batch(batch_arrays(run.views, idx, rng))
+        x = to_batch(batch_arrays(run.data.views, idx, rng))
         x = augment_batch(torch.from_numpy(x), cfg.augment, g)
         if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
             x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
-        loss, hits = train_step(run, x, run.labels[idx])
+        loss, hits = train_step(run, x, run.data.labels[idx])
         loss_sum += loss * len(idx)
         correct += hits
         seen += len(idx)
@@ -652,11 +669,13 @@ def train_step(run: Run, x: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
 def validate(run: Run) -> dict:
     """Validation loss, accuracy and ROC-AUC of :attr:`Run.net` on the first view's images,
     through evaluation's classifier code."""
-    logits = _validation_logits(run.net, run.val_views[0], run.d, run.pre)
+    logits = _validation_logits(run.net, run.data.val_views[0], run.d, run.pre)
     val_loss = float(
-        F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(run.val_y))
+        F.binary_cross_entropy_with_logits(
+            torch.from_numpy(logits), torch.from_numpy(run.data.val_y)
+        )
     )
-    m = binary_metrics(run.val_y.astype(int), probability(logits))
+    m = binary_metrics(run.data.val_y.astype(int), probability(logits))
     return {"val_loss": val_loss, "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}
 
 
