@@ -131,16 +131,13 @@ def throughput(clf, kind: str, threads: int, batch: int, size: int, seconds: flo
     }
 
 
-def predictor_rate(
-    model, tmp: Path, seconds: float, threads: int | None = 2, decode_thread: bool = False
-) -> dict:
+def predictor_rate(model, tmp: Path, seconds: float, threads: int = 2) -> dict:
     """Faces/s through ``Predictor(detect=False).predict_batch`` on JPEG face crops: decoding and
-    preprocessing included, what a user classifying a folder of crops gets. ``threads=None``
-    with ``decode_thread=True`` is the default: one decode thread, the classifier on the rest."""
+    preprocessing included, what a user classifying a folder of crops gets."""
     from facegender.predict import Predictor
     from facegender.synthetic import synthetic_face
 
-    pred = Predictor(model, detect=False, threads=threads, decode_thread=decode_thread)
+    pred = Predictor(model, detect=False, threads=threads)
     rng = np.random.default_rng(1)
 
     faces = []
@@ -153,22 +150,18 @@ def predictor_rate(
     while time.perf_counter() - t0 < seconds:
         n += len(pred.predict_batch(faces))
     rate = n / (time.perf_counter() - t0)
-    how = f"{threads} classifier threads" if threads else "default threads"
-    how += ", decode thread" if decode_thread else ", decoding inline"
-    print(f"Predictor(detect=False).predict_batch, 96 px JPEG crops, {how}: {rate:.0f} faces/s",
-          flush=True)  # fmt: skip
-    return {"threads": threads or "default", "decode_thread": decode_thread, "batch": 64,
-            "crop_px": 96, "faces": n, "faces_per_s": rate}  # fmt: skip
+    print(f"Predictor(detect=False).predict_batch, 96 px JPEG crops, {threads} threads: "
+          f"{rate:.0f} faces/s", flush=True)  # fmt: skip
+    return {"threads": threads, "batch": 64, "crop_px": 96, "faces": n, "faces_per_s": rate}
 
 
 def predictor_only(args) -> dict:
     """The issue-16 bar alone: the default classifier through the predictor, decoding included."""
     tmp = Path(tempfile.mkdtemp(prefix="fg-predictor-"))
     try:
-        mach = machine(threads={"classifier": [1, 2, "default"], "detector": "off"})
+        mach = machine(threads={"classifier": [1, 2], "detector": "off"})
         print(describe(mach), flush=True)
-        runs = [(1, False), (2, False), (None, True)]  # decoding inline, then the default
-        rows = [predictor_rate(args.model, tmp, args.seconds, t, dt) for t, dt in runs]
+        rows = [predictor_rate(args.model, tmp, args.seconds, threads=t) for t in (1, 2)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {"model": args.model or "bundled", "predictor_detect_false": rows, "machine": mach}
@@ -354,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "loadavg_at_start": load_start,
             },
             "throughput": rows,
-            "predictor_detect_false": predictor_rate(user_model, tmp, args.seconds, None, True),
+            "predictor_detect_false": predictor_rate(user_model, tmp, args.seconds),
             "int8_accuracy": accuracy(model, args.data) if args.data and calib else None,
             "cold_start": cold_start(user_model, face_image(tmp / "face.jpg"), args.repeats),
             "rss": rss(user_model, tmp / "face.jpg", args.predictions),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,26 +225,6 @@ def _parallel_crops(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _threaded_crops(
-    cropper: FaceCropper, items: Iterator[tuple[Any, bool, str | None]], depth: int
-) -> Iterator[Crops]:
-    """Run ``cropper`` in one thread of this process, ``depth`` images ahead, in order: the next
-    batch decodes (Pillow and the detector release the GIL) while onnxruntime classifies this one
-    on the other cores."""
-    window: deque = deque()
-    with ThreadPoolExecutor(1, thread_name_prefix="facegender-decode") as pool:
-        try:
-            while True:
-                while len(window) < depth and (it := next(items, None)) is not None:
-                    window.append(pool.submit(cropper, *it))
-                if not window:
-                    return
-                yield window.popleft().result()
-        finally:
-            for f in window:
-                f.cancel()
-
-
 def _isolate(cropper: FaceCropper, window: list) -> Iterator[Crops]:
     """After a crash: keep the results that were finished and re-run the other in-flight images
     one at a time in a process of their own, so only an image that crashes a process by itself
@@ -283,13 +263,11 @@ class Predictor:
     ``model``: checkpoint folder or ``.onnx`` file (None: the bundled model). ``detect=False``
     treats each image as one face crop (box = whole image, score 1.0). ``min_face``: smallest face
     width in pixels. ``workers``: default decode/detect processes for :meth:`predict_iter` (0: in
-    this process). ``decode_thread``: with no workers, decode in one thread beside the classifier
-    (None: where there are two cores or more). ``threads``: classifier threads (None: the cores
-    the decoding leaves, :func:`facegender.cpu.classifier_threads`; 0: onnxruntime's choice).
-    ``detector_threads``: OpenMP threads per detection (1; 0: OpenMP's default). ``max_side``:
-    frames are downscaled to this longest side before detection. ``min_confidence``: a face whose
-    max(p, 1 - p) is below it is labelled ``"uncertain"`` (:mod:`facegender.abstain`; None:
-    always male or female).
+    this process). ``threads``: classifier threads (None: the cores the workers leave,
+    :func:`facegender.cpu.classifier_threads`; 0: onnxruntime's choice). ``detector_threads``:
+    OpenMP threads per detection (1; 0: OpenMP's default). ``max_side``: frames are downscaled to
+    this longest side before detection. ``min_confidence``: a face whose max(p, 1 - p) is below it
+    is labelled ``"uncertain"`` (:mod:`facegender.abstain`; None: always male or female).
     """
 
     def __init__(
@@ -308,19 +286,15 @@ class Predictor:
         workers: int = 0,
         detector_threads: int = DETECTOR_THREADS,
         min_confidence: float | None = None,
-        decode_thread: bool | None = None,
     ):
         from facegender.abstain import check_min_confidence
 
         self.min_confidence = check_min_confidence(min_confidence)
-        # With no worker processes, batches decode in one thread beside the classifier where
-        # there is a core for it: +20-30 % faces/s on 2 cores (benchmarks/throughput.py).
-        self.decode_thread = usable_cores() > 1 if decode_thread is None else bool(decode_thread)
         if classifier is None:
             from facegender.classifier import load_classifier
 
-            if threads is None:  # the decode lanes (processes, or the thread) take their cores
-                threads = classifier_threads(workers or int(self.decode_thread))
+            if threads is None:
+                threads = classifier_threads(workers)
             classifier = load_classifier(model, backend=backend, threads=threads)
         self.classifier = classifier
         self.batch_size = max(1, int(batch_size))
@@ -389,8 +363,6 @@ class Predictor:
         workers = self.workers if workers is None else int(workers)
         if workers > 0:
             crops_iter = _parallel_crops(self.cropper, items, workers)
-        elif self.decode_thread:
-            crops_iter = _threaded_crops(self.cropper, items, self.batch_size)
         else:
             crops_iter = (self.cropper(*it) for it in items)
         pending: list[Crops] = []

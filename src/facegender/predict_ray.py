@@ -197,12 +197,7 @@ class PredictBatch:
         from facegender.predict import Predictor
 
         self.predictor = Predictor(
-            model,
-            detect=detect,
-            min_face=min_face,
-            threads=1,
-            batch_size=batch_size,
-            decode_thread=False,  # one CPU per actor: Ray runs the actors side by side
+            model, detect=detect, min_face=min_face, threads=1, batch_size=batch_size
         )
 
     def __call__(self, batch: dict) -> dict:
