@@ -9,7 +9,9 @@ split; never trained on). Each image is scored twice: on its own crop, and on th
 ``facegender predict`` makes of it (YuNet + facegender.align, the largest centred face; an image
 where no face is found keeps its own crop and is counted). Reports accuracy with 95 % intervals
 overall, per source, per source x age group (own vs through predict), per source x race x gender,
-the UTKFace adult race gap, and the calibration error per source and age group.
+the UTKFace adult race gap, and the calibration error per source and age group: ECE beside
+its noise floor (what a perfectly calibrated model would read on a group that small) and the
+over-confidence (mean confidence minus accuracy) with its bootstrap interval.
 Prints markdown tables and writes benchmarks/results/bundled_model.json. Needs ../shared/data.
 """
 
@@ -24,7 +26,14 @@ import numpy as np
 
 from facegender.checkpoint import write_json
 from facegender.labels import age_group
-from facegender.metrics import binary_metrics, expected_calibration_error, group_metrics
+from facegender.metrics import (
+    binary_metrics,
+    bootstrap_interval,
+    ece_noise_floor,
+    expected_calibration_error,
+    group_metrics,
+    overconfidence,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +114,13 @@ def _ece_by(keys, y, p) -> dict:
         if k is None:
             continue
         m = np.array([kk == k for kk in keys])
-        out[k] = {"n": int(m.sum()), "ece": expected_calibration_error(y[m], p[m])}
+        out[k] = {
+            "n": int(m.sum()),
+            "ece": expected_calibration_error(y[m], p[m]),
+            "ece_floor": ece_noise_floor(p[m]),
+            "overconfidence": overconfidence(y[m], p[m]),
+            "overconfidence_ci95": list(bootstrap_interval(overconfidence, y[m], p[m])),
+        }
     return out
 
 
@@ -150,6 +165,30 @@ def _utk_adult_race_gap(samples, y, p) -> dict:
     }
 
 
+def _age_table(src: str, e: dict) -> str:
+    """Own vs through-predict accuracy and calibration per age group of one source."""
+    rows = [
+        f"| {src} age | n | own crops | through predict | difference | ECE own | ECE predict "
+        "| ECE floor | over-confidence own (95 % CI) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for k, d in e["own"]["age"].items():
+        a = e["aligned"]["age"].get(k, {"accuracy": float("nan")})
+        c = e["own"]["ece_by_age"][k]
+        rows.append(
+            f"| {k} | {d['n']} | {100 * d['accuracy']:.1f} % | {100 * a['accuracy']:.1f} % | "
+            f"{100 * (a['accuracy'] - d['accuracy']):+.1f} | "
+            f"{c['ece']:.3f} | {e['aligned']['ece_by_age'][k]['ece']:.3f} | "
+            f"{c['ece_floor']:.3f} | {_signed_ci(c)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _signed_ci(c: dict) -> str:
+    lo, hi = c["overconfidence_ci95"]
+    return f"{c['overconfidence']:+.3f} ({lo:+.3f} to {hi:+.3f})"
+
+
 def print_tables(r: dict) -> None:
     own, pred = r["overall_own"], r["overall_aligned"]
     print(
@@ -160,19 +199,8 @@ def print_tables(r: dict) -> None:
     print(table("source, own crops", r["per_source"]["own"]) + "\n")
     print(table("source, through predict", r["per_source"]["aligned"]) + "\n")
     for src, e in r["sources"].items():
-        rows = [
-            f"| {src} age | n | own crops | through predict | difference | ECE own | ECE predict |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for k, d in e["own"]["age"].items():
-            a = e["aligned"]["age"].get(k, {"accuracy": float("nan")})
-            rows.append(
-                f"| {k} | {d['n']} | {100 * d['accuracy']:.1f} % | {100 * a['accuracy']:.1f} % | "
-                f"{100 * (a['accuracy'] - d['accuracy']):+.1f} | "
-                f"{e['own']['ece_by_age'][k]['ece']:.3f} | "
-                f"{e['aligned']['ece_by_age'][k]['ece']:.3f} |"
-            )
-        print("\n".join(rows) + "\n")
+        if e["own"]["age"]:  # a source without ages (kaggle-gender) has no age table
+            print(_age_table(src, e))
         if e["own"]["race_gender"]:
             print(table(f"{src} race x gender, own crops", e["own"]["race_gender"]) + "\n")
     if r["utkface_adult_race_gap_points"] is not None:

@@ -13,7 +13,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegender.cli import cli
-from facegender.metrics import bootstrap_interval, calibration_bins, expected_calibration_error
+from facegender.metrics import (
+    bootstrap_interval,
+    calibration_bins,
+    ece_noise_floor,
+    expected_calibration_error,
+    overconfidence,
+)
 from facegender.report import SECTIONS, headline, write_report
 
 
@@ -128,6 +134,25 @@ def test_calibration_bins_match_ece():
     assert expected_calibration_error(y, p, bins=10) == pytest.approx(manual)
     assert expected_calibration_error(y, p) < 0.05  # calibrated by construction
     assert expected_calibration_error(y, p**3) > 0.1  # miscalibrated
+
+
+def test_ece_noise_floor_shrinks_with_the_group_and_matches_calibrated_draws():
+    rng = np.random.default_rng(3)
+    small, large = rng.random(80), rng.random(5000)
+    floor_small, floor_large = ece_noise_floor(small), ece_noise_floor(large)
+    assert floor_small > 0.08 > 0.02 > floor_large  # 80 faces read ~0.1 even when calibrated
+    y = (rng.random(80) < small).astype(int)  # one more calibrated draw lands near the floor
+    assert abs(expected_calibration_error(y, small) - floor_small) < 0.06
+
+
+def test_overconfidence_is_confidence_minus_accuracy():
+    p = np.array([0.9, 0.9, 0.2, 0.6])  # confidences 0.9 0.9 0.8 0.6, mean 0.8
+    y = np.array([1, 0, 0, 1])  # right, wrong, right, right: accuracy 0.75
+    assert overconfidence(y, p) == pytest.approx(0.05)
+    rng = np.random.default_rng(4)
+    q = rng.random(4000)
+    assert abs(overconfidence((rng.random(4000) < q).astype(int), q)) < 0.02
+    assert overconfidence((rng.random(4000) < 0.5).astype(int), q) > 0.2  # sure but guessing
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():

@@ -111,8 +111,45 @@ def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(synthetic_dir
     w = float(run.pos_weight)
     p = torch.sigmoid(z).numpy()
     expected = -np.mean(w * y * np.log(p) + (1 - y) * np.log(1 - p))
-    loss, _hits = tr.train_step(run, x, y)
+    loss, _hits = tr.train_step(run, x, y, run.data.smoothing[idx])
     assert loss == pytest.approx(expected, rel=1e-5)
     assert loss != pytest.approx(
         float(F.binary_cross_entropy_with_logits(z, torch.from_numpy(y))), rel=1e-3
     )
+
+
+def test_child_smoothing_pulls_only_childrens_targets(synthetic_dirs, tmp_path):
+    """--child-smoothing adds to --label-smoothing for faces under 13 and for no one else, and
+    the step's loss is the BCE against those per-image targets."""
+    from facegender.labels import is_child
+
+    d = tr.fgdist.from_env()
+    cfg = _tiny_cfg(synthetic_dirs, tmp_path / "c", label_smoothing=0.1, child_smoothing=0.3)
+    run = tr.setup(cfg, None, lambda m: None, d)
+    ds = tr.read_data(cfg.data)
+    child = np.array([is_child(s) for s in ds.samples])
+    assert 0 < child.sum() < len(child)  # ages 1-89: some children, mostly not
+    assert np.allclose(run.data.smoothing[child], 0.4)
+    assert np.allclose(run.data.smoothing[~child], 0.1)
+    idx = run.data.train_idx[:16]
+    x = torch.from_numpy(tr.to_batch(run.data.views[0][idx]))
+    y, eps = run.data.labels[idx], run.data.smoothing[idx]
+    with torch.no_grad():
+        run.model.train()
+        z = run.model(x)
+    target = torch.from_numpy(y * (1 - eps) + 0.5 * eps)
+    loss, _hits = tr.train_step(run, x, y, eps)
+    assert loss == pytest.approx(float(F.binary_cross_entropy_with_logits(z, target)), rel=1e-5)
+
+
+def test_is_child_reads_ages_and_buckets():
+    from facegender.data.samples import Sample
+    from facegender.labels import is_child
+
+    def s(**kw):
+        return Sample("x.jpg", 0, "t", **kw)
+
+    assert is_child(s(age=12)) and not is_child(s(age=13))
+    assert is_child(s(age_group="3-9")) and is_child(s(age_group="0-2"))
+    assert not is_child(s(age_group="10-19")) and not is_child(s(age_group="more than 70"))
+    assert not is_child(s())  # no age known: not counted as a child

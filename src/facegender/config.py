@@ -151,6 +151,13 @@ class TrainConfig:
     label_smoothing: float = knob(
         0.0, help="Targets pulled towards 0.5 by this much.", ge=0.0, lt=1.0
     )
+    child_smoothing: float = knob(
+        0.0,
+        help="Extra label smoothing for faces under 13 (known ages), on top of "
+        "--label-smoothing: teaches the model to be less sure where it reads gender worst.",
+        ge=0.0,
+        lt=1.0,
+    )
     ema: float = knob(
         0.0, help="EMA decay of the weights per step (e.g. 0.999); 0 disables.", ge=0.0, lt=1.0
     )

@@ -6,6 +6,8 @@ Race and age groups are each source's own names: UTKFace codes race 0-4 and give
 
 from __future__ import annotations
 
+import re
+
 LABELS: tuple[str, str] = ("male", "female")
 UTKFACE_RACES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
 FAIRFACE_RACES: tuple[str, ...] = (
@@ -69,6 +71,18 @@ def age_band(age: int | None) -> str | None:
 def age_group(sample) -> str | None:
     """A sample's age group: its source's own bucket if it has one, else its UTKFace band."""
     return sample.age_group or age_band(sample.age)
+
+
+CHILD_MAX_AGE = 12
+
+
+def is_child(sample) -> bool:
+    """Under 13, by the sample's age or else by its source's bucket (FairFace ``3-9`` is,
+    ``10-19`` is not: a bucket counts only when all of it is under 13)."""
+    if sample.age is not None:
+        return sample.age <= CHILD_MAX_AGE
+    m = re.fullmatch(r"(\d+)-(\d+)", sample.age_group or "")
+    return m is not None and int(m.group(2)) <= CHILD_MAX_AGE
 
 
 def race_name(race: int | str | None) -> str | None:

@@ -46,7 +46,7 @@ from facegender.config import PRECISIONS, SCHEDULES, TrainConfig
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.data.manifest import write_manifest
-from facegender.labels import age_group
+from facegender.labels import age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
@@ -398,6 +398,7 @@ class Data:
 
     views: list[np.ndarray]  # every decoded image, one array per face-crop view
     labels: np.ndarray  # float32 label of every decoded image (1 = female)
+    smoothing: np.ndarray  # float32 label smoothing of every image (--child-smoothing on top)
     train_idx: np.ndarray
     val_views: list[np.ndarray]  # the validation images in each view; the first is scored
     val_y: np.ndarray
@@ -503,10 +504,13 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
     """The decoded views and the split, and each training image's draw weight (--balance)."""
     views, ds, tr_idx, va_idx = _load_views(cfg, split, log, d)
     labels = np.array([s.label for s in ds.samples], dtype=np.float32)
+    child = np.array([is_child(s) for s in ds.samples], dtype=np.float32)
+    smoothing = np.minimum(cfg.label_smoothing + cfg.child_smoothing * child, 0.99)
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
     data = Data(
         views=views,
         labels=labels,
+        smoothing=smoothing.astype(np.float32),
         train_idx=np.array(tr_idx),
         val_views=[v[va_idx] for v in views],
         val_y=labels[va_idx],
@@ -631,7 +635,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         x = augment_batch(torch.from_numpy(x), cfg.augment, g)
         if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
             x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
-        loss, hits = train_step(run, x, run.data.labels[idx])
+        loss, hits = train_step(run, x, run.data.labels[idx], run.data.smoothing[idx])
         loss_sum += loss * len(idx)
         correct += hits
         seen += len(idx)
@@ -649,12 +653,18 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     return {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
-def train_step(run: Run, x: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
-    """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count."""
+def train_step(
+    run: Run, x: torch.Tensor, labels: np.ndarray, smoothing: np.ndarray
+) -> tuple[float, float]:
+    """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count.
+
+    ``smoothing``: each image's label smoothing (its target is pulled that far towards 0.5).
+    """
     cfg, device = run.cfg, run.device
     x = x.to(device, memory_format=run.memory_format)
     y = torch.from_numpy(labels).to(device)
-    target = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+    eps = torch.from_numpy(smoothing).to(device)
+    target = y * (1 - eps) + 0.5 * eps
     with forward_precision(run.precision, device.type):
         logits = run.net_train(x).float()
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)
