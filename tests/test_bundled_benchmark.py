@@ -1,0 +1,51 @@
+"""benchmarks/bundled_model.py's tables from faked predictions: no data set or model needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facegender.data.samples import Sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bundled_bench", ROOT / "benchmarks/bundled_model.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_age_tables_show_calibration_beside_its_floor(bench, capsys):
+    rng = np.random.default_rng(0)
+    n = 600
+    samples = [
+        Sample(f"{i}.jpg", i % 2, "utkface", age=int(rng.integers(1, 80)), race="White")
+        if i < 400
+        else Sample(f"{i}.jpg", i % 2, "kaggle-gender")
+        for i in range(n)
+    ]
+    y = np.array([s.label for s in samples])
+    sure = np.where(y == 1, 0.95, 0.05)
+    guess = np.array([s.age is not None and s.age <= 12 for s in samples])
+    p_own = np.where(guess, np.where(rng.random(n) < 0.5, 0.95, 0.05), sure)  # sure, but guessing
+    r = bench.summarise(samples, y, {"own": p_own, "aligned": sure})
+    r.update(no_face_through_predict=0, backend="onnx")
+    ages = r["sources"]["utkface"]["own"]["ece_by_age"]
+    assert ages["4-12"]["overconfidence"] > 0.2  # 95 % sure of a coin toss
+    assert ages["4-12"]["overconfidence_ci95"][0] > 0.1
+    assert abs(ages["20-39"]["overconfidence"]) < 0.06
+    assert 0 < ages["20-39"]["ece_floor"] < ages["4-12"]["ece"]
+    bench.print_tables(r)
+    out = capsys.readouterr().out
+    assert "| utkface age |" in out and "ECE floor" in out
+    assert "kaggle-gender age" not in out  # no ages, no table
