@@ -11,7 +11,9 @@ where no face is found keeps its own crop and is counted). Reports accuracy with
 overall, per source, per source x age group (own vs through predict), per source x race x gender,
 the UTKFace adult race gap, and the calibration error per source and age group: ECE beside
 its noise floor (what a perfectly calibrated model would read on a group that small) and the
-over-confidence (mean confidence minus accuracy) with its bootstrap interval.
+over-confidence (mean confidence minus accuracy) with its bootstrap interval. The own-vs-predict
+difference is also split by how much of predict's crop falls outside the data set's image (black
+fill: pixels that exist in a photo but not in a pre-cut crop).
 Prints markdown tables and writes benchmarks/results/bundled_model.json. Needs ../shared/data.
 """
 
@@ -92,8 +94,11 @@ def main() -> int:
         z = np.mean([m.logits(x, batch_size=256) / m.temperature for m in members], axis=0)
         seconds += time.perf_counter() - t0
         views[crop] = probability(z)
+        if crop == "aligned":
+            outside = black_share(x)
     y = np.array([s.label for s in samples])
     result = summarise(samples, y, views)
+    result["gap_by_outside"] = gap_by_outside(samples, y, views, outside)
     result.update(
         model=config["model"],
         ensemble_of=args.model if len(members) > 1 else None,
@@ -106,6 +111,42 @@ def main() -> int:
     print_tables(result)
     write_json(args.json, result)
     return 0
+
+
+# Bins of the share of predict's crop that lies outside the data set's image.
+OUTSIDE_BINS = ((0.0, 0.02), (0.02, 0.10), (0.10, 1.01))
+
+
+def black_share(arrays: np.ndarray) -> np.ndarray:
+    """Share of each crop's pixels that are black fill, i.e. outside the image it was cut from.
+
+    The data sets' files are crops already, so the crop ``predict`` makes of one (a template
+    that takes in the forehead and some hair) often reaches past its edge, where there are
+    no pixels to take; align fills those black. On the data sets' own crops this share is 0
+    for the median image, so it measures the missing pixels, not dark hair.
+    """
+    return (np.asarray(arrays).max(axis=3) <= 3).mean(axis=(1, 2))
+
+
+def gap_by_outside(samples, y, views: dict, outside: np.ndarray) -> dict:
+    """Per source: own vs through-predict accuracy by how much of predict's crop is missing."""
+    out = {}
+    correct = {crop: (p >= 0.5) == y for crop, p in views.items()}
+    src = np.array([s.source for s in samples])
+    for name in sorted(set(src)):
+        rows = {}
+        for lo, hi in OUTSIDE_BINS:
+            m = (src == name) & (outside >= lo) & (outside < hi)
+            if m.any():
+                own, pred = float(correct["own"][m].mean()), float(correct["aligned"][m].mean())
+                rows[f"{lo:.2f}-{min(hi, 1):.2f}"] = {
+                    "n": int(m.sum()),
+                    "own": own,
+                    "predict": pred,
+                    "difference": pred - own,
+                }
+        out[name] = {"median_outside": float(np.median(outside[src == name])), "bins": rows}
+    return out
 
 
 def _ece_by(keys, y, p) -> dict:
@@ -184,6 +225,21 @@ def _age_table(src: str, e: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _outside_table(g: dict) -> str:
+    rows = [
+        "| source | share of predict's crop outside the image | n | own crops | through predict "
+        "| difference |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for src, e in g.items():
+        for k, d in e["bins"].items():
+            rows.append(
+                f"| {src} | {k} | {d['n']} | {100 * d['own']:.1f} % | {100 * d['predict']:.1f} % "
+                f"| {100 * d['difference']:+.1f} |"
+            )
+    return "\n".join(rows)
+
+
 def _signed_ci(c: dict) -> str:
     lo, hi = c["overconfidence_ci95"]
     return f"{c['overconfidence']:+.3f} ({lo:+.3f} to {hi:+.3f})"
@@ -203,6 +259,8 @@ def print_tables(r: dict) -> None:
             print(_age_table(src, e))
         if e["own"]["race_gender"]:
             print(table(f"{src} race x gender, own crops", e["own"]["race_gender"]) + "\n")
+    if "gap_by_outside" in r:
+        print(_outside_table(r["gap_by_outside"]) + "\n")
     if r["utkface_adult_race_gap_points"] is not None:
         print(table("UTKFace adults (18+) race", r["utkface_adult_race"]))
         print(f"\nadult worst-to-best race gap: {r['utkface_adult_race_gap_points']:.1f} points")

@@ -49,3 +49,18 @@ def test_age_tables_show_calibration_beside_its_floor(bench, capsys):
     out = capsys.readouterr().out
     assert "| utkface age |" in out and "ECE floor" in out
     assert "kaggle-gender age" not in out  # no ages, no table
+
+
+def test_black_share_and_the_gap_by_missing_pixels(bench):
+    crops = np.full((3, 10, 10, 3), 128, np.uint8)
+    crops[1, 8:] = 0  # bottom 2 rows of 10 outside the image: black fill
+    crops[2, :, :5] = 0
+    assert bench.black_share(crops).tolist() == [0.0, 0.2, 0.5]
+    samples = [Sample(f"{i}.jpg", i % 2, "utkface") for i in range(4)]
+    y = np.array([0, 1, 0, 1])
+    own = np.array([0.1, 0.9, 0.1, 0.9])  # all right
+    pred = np.array([0.1, 0.9, 0.9, 0.1])  # the two crops with missing pixels wrong
+    g = bench.gap_by_outside(samples, y, {"own": own, "aligned": pred}, np.array([0, 0, 0.3, 0.5]))
+    bins = g["utkface"]["bins"]
+    assert bins["0.00-0.02"] == {"n": 2, "own": 1.0, "predict": 1.0, "difference": 0.0}
+    assert bins["0.10-1.00"]["n"] == 2 and bins["0.10-1.00"]["difference"] == -1.0
