@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from facegender.train import batch_arrays, face_crop_views
+from facegender.train import batch_arrays, draw_views, face_crop_views
 
 
 def test_views_of_each_setting():
@@ -21,13 +21,14 @@ def test_views_of_each_setting():
 def test_batch_draws_each_image_from_one_view():
     own, aligned = np.zeros((50, 2, 2, 1), np.uint8), np.ones((50, 2, 2, 1), np.uint8)
     idx = np.arange(0, 50, 2)
-    one = batch_arrays([own], idx, np.random.default_rng(0))
+    one = batch_arrays([own], idx, draw_views(1, len(idx), np.random.default_rng(0)))
     assert (one == 0).all()
-    a = batch_arrays([own, aligned], idx, np.random.default_rng(0))
-    b = batch_arrays([own, aligned], idx, np.random.default_rng(0))
-    assert np.array_equal(a, b)  # seeded: a resumed epoch draws the same views
+    pick = draw_views(2, len(idx), np.random.default_rng(0))
+    assert np.array_equal(pick, draw_views(2, len(idx), np.random.default_rng(0)))  # seeded
+    a = batch_arrays([own, aligned], idx, pick)
     per_image = a.reshape(len(idx), -1)
-    assert set(per_image.min(1)) == {0, 1} and (per_image.min(1) == per_image.max(1)).all()
+    assert np.array_equal(per_image.min(1), pick)  # each image from the view drawn for it
+    assert set(pick) == {0, 1} and (per_image.min(1) == per_image.max(1)).all()
     assert (own == 0).all()  # the stored view is never written to
 
 

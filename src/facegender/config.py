@@ -193,10 +193,22 @@ class TrainConfig:
         "and preprocessing come from it; unless given, --epochs 5 --lr 3e-4 --warmup-epochs 0 "
         "(facegender.finetune).",
     )
+    teacher: list[str] = knob(
+        factory=list,
+        help="Distil: mix the mean P(female) of these trained checkpoint folders (repeatable) "
+        "into every training target (facegender.distill). They must share this run's "
+        "preprocessing and never have trained on its validation split.",
+    )
+    distill: float = knob(
+        0.5,
+        help="Weight of the teachers' probability in each target (with --teacher).",
+        ge=0.0,
+        le=1.0,
+    )
     augment: AugmentConfig = knob(factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        for key in ("data", "val"):  # one path, or any sequence of them -> a list of str
+        for key in ("data", "val", "teacher"):  # a path, or any sequence of them -> list of str
             value = getattr(self, key)
             setattr(self, key, [str(value)] if isinstance(value, str) else [str(v) for v in value])
         if isinstance(self.augment, dict):

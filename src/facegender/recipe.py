@@ -13,11 +13,13 @@ import tomllib
 from pathlib import Path
 
 from facegender.config import TrainConfig, flat_keys, suggest
+from facegender.model_ref import BUNDLED
 
 
 def read_recipe(path: str | Path) -> dict:
-    """The recipe's settings as a flat dict; ``data``/``val`` paths made absolute (relative
-    paths are relative to the recipe file). Raises ``ValueError`` for an unreadable recipe or
+    """The recipe's settings as a flat dict; ``data``/``val``/``teacher`` paths made absolute
+    (relative paths are relative to the recipe file; a teacher named ``default`` stays the
+    bundled model). Raises ``ValueError`` for an unreadable recipe or
     an unknown key."""
     path = Path(path)
     try:
@@ -29,10 +31,13 @@ def read_recipe(path: str | Path) -> dict:
     if unknown:
         hints = ", ".join(k + suggest(k, flat_keys()) for k in unknown)
         raise ValueError(f"unknown key(s) in recipe {path}: {hints}")
-    for key in ("data", "val"):
+    for key in ("data", "val", "teacher"):
         if key in recipe:
             values = recipe[key] if isinstance(recipe[key], list) else [recipe[key]]
-            recipe[key] = [_relative_to(path.parent, v) for v in values]
+            recipe[key] = [
+                v if key == "teacher" and v in BUNDLED else _relative_to(path.parent, v)
+                for v in values
+            ]
     return recipe
 
 

@@ -46,6 +46,7 @@ from facegender.config import PRECISIONS, SCHEDULES, TrainConfig
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, default_cache_dir
 from facegender.data.manifest import write_manifest
+from facegender.distill import soft_targets, teacher_probabilities
 from facegender.labels import age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.models import create_model
@@ -61,13 +62,16 @@ def face_crop_views(face_crop: str) -> list[str]:
     return list(FACE_CROP_VIEWS[face_crop])
 
 
-def batch_arrays(views: list[np.ndarray], idx: np.ndarray, rng) -> np.ndarray:
-    """The images ``idx`` from one view each (drawn from ``rng`` only when there are several)."""
+def draw_views(n_views: int, n: int, rng) -> np.ndarray:
+    """Which face-crop view each of ``n`` images comes from (drawn only when there are several)."""
+    return rng.integers(0, n_views, n) if n_views > 1 else np.zeros(n, dtype=np.int64)
+
+
+def batch_arrays(views: list[np.ndarray], idx: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """The images ``idx``, each from the view ``pick`` names (:func:`draw_views`)."""
     out = np.asarray(views[0][idx])
-    if len(views) > 1:
-        pick = rng.integers(0, len(views), len(idx))
-        for v in range(1, len(views)):
-            out[pick == v] = views[v][idx[pick == v]]
+    for v in range(1, len(views)):
+        out[pick == v] = views[v][idx[pick == v]]
     return out
 
 
@@ -404,6 +408,13 @@ class Data:
     val_y: np.ndarray
     val_samples: list
     summary: dict
+    teacher: np.ndarray | None = None  # views x N teachers' P(female) (--teacher), or None
+    distill: float = 0.0  # the teachers' weight in each target
+
+    def targets(self, idx: np.ndarray, pick: np.ndarray) -> np.ndarray:
+        """The training targets of images ``idx`` drawn in views ``pick``."""
+        teacher = None if self.teacher is None else self.teacher[pick, idx]
+        return soft_targets(self.labels[idx], self.smoothing[idx], teacher, self.distill)
 
 
 @dataclass
@@ -507,6 +518,7 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
     child = np.array([is_child(s) for s in ds.samples], dtype=np.float32)
     smoothing = np.minimum(cfg.label_smoothing + cfg.child_smoothing * child, 0.99)
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
+    teacher = _teacher(cfg, views, [ds.samples[i] for i in va_idx], va_idx, log)
     data = Data(
         views=views,
         labels=labels,
@@ -516,8 +528,30 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
         val_y=labels[va_idx],
         val_samples=[ds.samples[i] for i in va_idx],
         summary={**ds.summary(), "train": len(tr_idx), "val": len(va_idx)},
+        teacher=teacher,
+        distill=cfg.distill,
     )
     return data, sample_weights(ds, tr_idx, cfg.balance)
+
+
+def _teacher(cfg: TrainConfig, views, val_samples, va_idx, log) -> np.ndarray | None:
+    """The teachers' probabilities (``--teacher``; :mod:`facegender.distill`), or None; logs
+    their accuracy on the validation split, the head-room the run can draw on."""
+    if not cfg.teacher:
+        return None
+    t0 = time.perf_counter()
+    val_files = [s.path for s in val_samples]
+    probs = teacher_probabilities(cfg.teacher, views, cfg.preprocess(), val_files)
+    val_y = np.array([s.label for s in val_samples])
+    accs = [float(((p[va_idx] > 0.5) == val_y).mean()) for p in probs]
+    names = face_crop_views(cfg.face_crop)
+    log(
+        f"teachers ({len(cfg.teacher)}) scored {probs.size} images in "
+        f"{time.perf_counter() - t0:.0f}s; validation accuracy "
+        + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, accs, strict=True))
+        + f"; distill {cfg.distill:g}"
+    )
+    return probs
 
 
 def _load_views(cfg: TrainConfig, split, log, d: fgdist.Dist):
@@ -631,11 +665,12 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         for group in run.opt.param_groups:
             group["lr"] = lr
         idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-        x = to_batch(batch_arrays(run.data.views, idx, rng))
+        pick = draw_views(len(run.data.views), len(idx), rng)
+        x = to_batch(batch_arrays(run.data.views, idx, pick))
         x = augment_batch(torch.from_numpy(x), cfg.augment, g)
         if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
-            x, idx = fgdist.rank_slice(x, d), fgdist.rank_slice(idx, d)
-        loss, hits = train_step(run, x, run.data.labels[idx], run.data.smoothing[idx])
+            x, idx, pick = (fgdist.rank_slice(a, d) for a in (x, idx, pick))
+        loss, hits = train_step(run, x, run.data.labels[idx], run.data.targets(idx, pick))
         loss_sum += loss * len(idx)
         correct += hits
         seen += len(idx)
@@ -654,17 +689,16 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
 
 
 def train_step(
-    run: Run, x: torch.Tensor, labels: np.ndarray, smoothing: np.ndarray
+    run: Run, x: torch.Tensor, labels: np.ndarray, targets: np.ndarray
 ) -> tuple[float, float]:
     """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count.
 
-    ``smoothing``: each image's label smoothing (its target is pulled that far towards 0.5).
+    ``targets``: each image's soft target (:meth:`Data.targets`); ``labels`` score accuracy.
     """
     cfg, device = run.cfg, run.device
     x = x.to(device, memory_format=run.memory_format)
     y = torch.from_numpy(labels).to(device)
-    eps = torch.from_numpy(smoothing).to(device)
-    target = y * (1 - eps) + 0.5 * eps
+    target = torch.from_numpy(targets).to(device)
     with forward_precision(run.precision, device.type):
         logits = run.net_train(x).float()
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)

@@ -1,0 +1,96 @@
+"""Distillation: soft targets from trained teachers (``train --teacher DIR [--teacher DIR2]``).
+
+Each teacher scores every decoded image once, un-augmented, in every face-crop view the run
+trains on, and an image's training target becomes
+``(1 - distill) * its smoothed label + distill * the teachers' mean calibrated P(female)``
+for the view drawn. The pass is done once, before the first epoch: on the 2-core CPU it costs
+minutes, where scoring each augmented batch would add a teacher forward pass to every step.
+
+Two things are checked before any image is scored, because both would silently spoil a run:
+
+- the teachers' preprocessing must be the run's, since the run's decoded arrays are their input;
+- a teacher must not have trained on the run's validation images. Its soft targets carry what it
+  learnt from them, so the run's validation figures would no longer be held out. A teacher's
+  ``validation.csv`` (every training run writes one) must list all of them; a checkpoint that
+  does not record its split is refused unless it is the bundled model, which the project trains
+  on its own split and so never on a user's photos.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from facegender.checkpoint import read_config
+from facegender.classifier import TorchClassifier
+from facegender.model_ref import BUNDLED, resolve_model
+from facegender.preprocess import PreprocessConfig
+
+VALIDATION_FILE = "validation.csv"
+
+
+def teacher_dir(teacher: str) -> Path:
+    """The checkpoint folder a ``--teacher`` names (a bundled name: the packaged weights)."""
+    return resolve_model(teacher).checkpoint_dir()
+
+
+def held_out_files(run_dir: Path) -> set[str] | None:
+    """The image paths of a run's validation split (its ``validation.csv``), None if absent."""
+    path = run_dir / VALIDATION_FILE
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as f:
+        return {str(Path(row["path"]).resolve()) for row in csv.DictReader(f)}
+
+
+def check_teacher(teacher: str, pre: PreprocessConfig, val_files: list[str]) -> Path:
+    """The teacher's folder, or ``ValueError`` when it cannot teach this run (see module doc)."""
+    d = teacher_dir(teacher)
+    theirs = PreprocessConfig.from_dict(read_config(d)["preprocess"])
+    if theirs != pre:
+        raise ValueError(
+            f"--teacher {teacher}: its preprocessing ({theirs}) differs from this run's ({pre}); "
+            "a teacher scores the run's decoded images, so both must match"
+        )
+    held = held_out_files(d)
+    if held is None:
+        if teacher in BUNDLED:
+            return d
+        raise ValueError(
+            f"--teacher {teacher}: no {VALIDATION_FILE} says which images it never trained on, "
+            "so it may have trained on this run's validation split"
+        )
+    seen = [p for p in val_files if str(Path(p).resolve()) not in held]
+    if seen:
+        raise ValueError(
+            f"--teacher {teacher} trained on {len(seen)} of this run's {len(val_files)} "
+            f"validation images (e.g. {seen[0]}); distil only from teachers whose validation "
+            "split contains this run's (same data, --seed and --val-split)"
+        )
+    return d
+
+
+def teacher_probabilities(
+    teachers: list[str], views: list[np.ndarray], pre: PreprocessConfig, val_files: list[str]
+) -> np.ndarray:
+    """The teachers' mean calibrated P(female) of every image in every view: ``views x N``."""
+    dirs = [check_teacher(t, pre, val_files) for t in teachers]
+    probs = np.zeros((len(views), len(views[0])), dtype=np.float64)
+    for d in dirs:
+        clf = TorchClassifier.load(d)
+        for v, arrays in enumerate(views):
+            probs[v] += clf.probabilities(arrays)
+    return (probs / len(dirs)).astype(np.float32)
+
+
+def soft_targets(
+    labels: np.ndarray, smoothing: np.ndarray, teacher: np.ndarray | None, distill: float
+) -> np.ndarray:
+    """Training targets: each label pulled ``smoothing`` towards 0.5, then mixed with the
+    teachers' probability (the view drawn for each image) at weight ``distill``."""
+    target = labels * (1 - smoothing) + 0.5 * smoothing
+    if teacher is None:
+        return target.astype(np.float32)
+    return ((1 - distill) * target + distill * teacher).astype(np.float32)

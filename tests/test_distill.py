@@ -1,0 +1,94 @@
+"""Distillation (``train --teacher``): the target arithmetic, the teachers' pass over every view,
+and the two refusals (other preprocessing; a teacher that trained on the run's validation)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import facegender.train as tr
+from facegender.classifier import TorchClassifier
+from facegender.distill import check_teacher, soft_targets
+from facegender.recipe import read_recipe
+
+
+def _cfg(dirs, out, **kw) -> tr.TrainConfig:
+    base = {
+        "data": [str(dirs["utk"])],
+        "out": str(out),
+        "model": "seed_cnn",
+        "model_kwargs": {"widths": [4, 8, 8], "hidden": 8, "dropout": 0.0},
+        "image_size": 16,
+        "epochs": 1,
+        "batch_size": 32,
+        "max_train": 64,
+        "threads": 1,
+        "precision": "fp32",
+        "progress": False,
+        "cache_dir": str(out.parent / "cache"),
+    }
+    return tr.TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def teacher(synthetic_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill") / "teacher"
+    tr.train(_cfg(synthetic_dirs, out), log=lambda m: None)
+    return out
+
+
+def test_soft_targets_mix_the_smoothed_label_with_the_teacher():
+    y = np.array([1.0, 0.0, 1.0], np.float32)
+    eps = np.array([0.1, 0.1, 0.5], np.float32)
+    assert np.allclose(soft_targets(y, eps, None, 0.5), [0.95, 0.05, 0.75])
+    p = np.array([0.2, 0.6, 1.0], np.float32)
+    assert np.allclose(soft_targets(y, eps, p, 0.5), [0.575, 0.325, 0.875])
+    assert np.allclose(soft_targets(y, eps, p, 1.0), p)  # all teacher
+    assert np.allclose(soft_targets(y, eps, p, 0.0), [0.95, 0.05, 0.75])  # all label
+
+
+def test_student_targets_hold_the_teachers_probability_of_each_view(
+    synthetic_dirs, teacher, tmp_path
+):
+    log = []
+    cfg = _cfg(synthetic_dirs, tmp_path / "s", teacher=[str(teacher)], distill=0.25)
+    run = tr.setup(cfg, None, log.append, tr.fgdist.from_env())
+    clf = TorchClassifier.load(teacher)
+    assert run.data.teacher.shape == (1, len(run.data.labels))
+    assert np.allclose(run.data.teacher[0], clf.probabilities(run.data.views[0]), atol=1e-6)
+    idx = run.data.train_idx[:10]
+    pick = np.zeros(len(idx), int)
+    expected = soft_targets(run.data.labels[idx], run.data.smoothing[idx], None, 0) * 0.75
+    expected += 0.25 * run.data.teacher[0, idx]
+    assert np.allclose(run.data.targets(idx, pick), expected)
+    assert any(m.startswith("teachers (1) scored") and "validation accuracy own" in m for m in log)
+
+
+def test_a_teacher_with_other_preprocessing_is_refused(synthetic_dirs, teacher, tmp_path):
+    cfg = _cfg(synthetic_dirs, tmp_path / "s", image_size=20, teacher=[str(teacher)])
+    with pytest.raises(ValueError, match="preprocessing .* differs"):
+        tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env())
+
+
+def test_a_teacher_that_trained_on_the_validation_split_is_refused(
+    synthetic_dirs, teacher, tmp_path
+):
+    other_split = _cfg(synthetic_dirs, tmp_path / "s", seed=1, teacher=[str(teacher)])
+    with pytest.raises(ValueError, match="trained on [0-9]+ of this run's [0-9]+ validation"):
+        tr.setup(other_split, None, lambda m: None, tr.fgdist.from_env())
+    unknown = tmp_path / "no_split"
+    shutil.copytree(teacher, unknown)
+    (unknown / "validation.csv").unlink()
+    pre = _cfg(synthetic_dirs, tmp_path / "s").preprocess()
+    with pytest.raises(ValueError, match="no validation.csv"):
+        check_teacher(str(unknown), pre, [])
+
+
+def test_recipe_teachers_are_relative_to_the_recipe_and_default_stays_bundled(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.toml"
+    recipe.write_text('data = "d"\nteacher = ["../runs/a", "default"]\n')
+    got = read_recipe(recipe)["teacher"]
+    assert got == [str((tmp_path / "runs" / "a").resolve()), "default"]
