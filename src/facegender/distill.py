@@ -22,11 +22,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from facegender.checkpoint import read_config
-from facegender.classifier import TorchClassifier
+from facegender.checkpoint import load_model, read_config
 from facegender.model_ref import BUNDLED, resolve_model
-from facegender.preprocess import PreprocessConfig
+from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 VALIDATION_FILE = "validation.csv"
 
@@ -73,16 +73,35 @@ def check_teacher(teacher: str, pre: PreprocessConfig, val_files: list[str]) -> 
 
 
 def teacher_probabilities(
-    teachers: list[str], views: list[np.ndarray], pre: PreprocessConfig, val_files: list[str]
+    teachers: list[str],
+    views: list[np.ndarray],
+    pre: PreprocessConfig,
+    val_files: list[str],
+    bf16: bool = False,
 ) -> np.ndarray:
-    """The teachers' mean calibrated P(female) of every image in every view: ``views x N``."""
+    """The teachers' mean calibrated P(female) of every image in every view: ``views x N``.
+
+    ``bf16``: run the teachers under bfloat16 autocast in NHWC, as the training step does where
+    the CPU has fast bfloat16 (the soft targets only need to be close; the graph users get is
+    int8 anyway).
+    """
     dirs = [check_teacher(t, pre, val_files) for t in teachers]
     probs = np.zeros((len(views), len(views[0])), dtype=np.float64)
     for d in dirs:
-        clf = TorchClassifier.load(d)
+        model = load_model(d).to(memory_format=torch.channels_last)
+        temperature = float(model.config.get("calibration", {}).get("temperature", 1.0))
         for v, arrays in enumerate(views):
-            probs[v] += clf.probabilities(arrays)
+            probs[v] += probability(_logits(model, arrays, bf16), temperature)
     return (probs / len(dirs)).astype(np.float32)
+
+
+def _logits(model, arrays: np.ndarray, bf16: bool, batch_size: int = 512) -> np.ndarray:
+    out = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(arrays), batch_size):
+            x = torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    return np.concatenate(out)
 
 
 def soft_targets(

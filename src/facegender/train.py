@@ -541,12 +541,14 @@ def _teacher(cfg: TrainConfig, views, val_samples, va_idx, log) -> np.ndarray | 
         return None
     t0 = time.perf_counter()
     val_files = [s.path for s in val_samples]
-    probs = teacher_probabilities(cfg.teacher, views, cfg.preprocess(), val_files)
+    bf16 = resolve_precision(cfg.precision) == "bf16" and cfg.device == "cpu"
+    probs = teacher_probabilities(cfg.teacher, views, cfg.preprocess(), val_files, bf16)
     val_y = np.array([s.label for s in val_samples])
     accs = [float(((p[va_idx] > 0.5) == val_y).mean()) for p in probs]
     names = face_crop_views(cfg.face_crop)
     log(
-        f"teachers ({len(cfg.teacher)}) scored {probs.size} images in "
+        f"teachers ({len(cfg.teacher)}) scored {probs.shape[1]} images x {len(views)} views "
+        f"{'in bf16 ' if bf16 else ''}in "
         f"{time.perf_counter() - t0:.0f}s; validation accuracy "
         + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, accs, strict=True))
         + f"; distill {cfg.distill:g}"
