@@ -47,3 +47,31 @@ def tiny_checkpoint(synthetic_dirs, tmp_path_factory):
     )
     train(cfg, log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config(synthetic_dirs):
+    """A factory of the smallest training config there is: ``tiny_config(out, **overrides)``.
+
+    A 4-8-8 ``seed_cnn`` at 16 px on 64 of the generated UTKFace images, one thread, fp32 ("auto"
+    may pick bf16, and the loop tests check losses in float32), its cache beside ``out``.
+    """
+    from facegender.config import TrainConfig
+
+    def make(out, **kw) -> TrainConfig:
+        base = {
+            "data": [str(synthetic_dirs["utk"])],
+            "out": str(out),
+            "model": "seed_cnn",
+            "model_kwargs": {"widths": [4, 8, 8], "hidden": 8, "dropout": 0.0},
+            "image_size": 16,
+            "batch_size": 32,
+            "max_train": 64,
+            "threads": 1,
+            "precision": "fp32",
+            "progress": False,
+            "cache_dir": str(out.parent / "cache"),
+        }
+        return TrainConfig(**{**base, **kw})
+
+    return make

@@ -14,28 +14,10 @@ from facegender.distill import check_teacher, soft_targets
 from facegender.recipe import read_recipe
 
 
-def _cfg(dirs, out, **kw) -> tr.TrainConfig:
-    base = {
-        "data": [str(dirs["utk"])],
-        "out": str(out),
-        "model": "seed_cnn",
-        "model_kwargs": {"widths": [4, 8, 8], "hidden": 8, "dropout": 0.0},
-        "image_size": 16,
-        "epochs": 1,
-        "batch_size": 32,
-        "max_train": 64,
-        "threads": 1,
-        "precision": "fp32",
-        "progress": False,
-        "cache_dir": str(out.parent / "cache"),
-    }
-    return tr.TrainConfig(**{**base, **kw})
-
-
 @pytest.fixture(scope="module")
-def teacher(synthetic_dirs, tmp_path_factory):
+def teacher(tiny_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("distill") / "teacher"
-    tr.train(_cfg(synthetic_dirs, out), log=lambda m: None)
+    tr.train(tiny_config(out, epochs=1), log=lambda m: None)
     return out
 
 
@@ -49,11 +31,9 @@ def test_soft_targets_mix_the_smoothed_label_with_the_teacher():
     assert np.allclose(soft_targets(y, eps, p, 0.0), [0.95, 0.05, 0.75])  # all label
 
 
-def test_student_targets_hold_the_teachers_probability_of_each_view(
-    synthetic_dirs, teacher, tmp_path
-):
+def test_student_targets_hold_the_teachers_probability_of_each_view(tiny_config, teacher, tmp_path):
     log = []
-    cfg = _cfg(synthetic_dirs, tmp_path / "s", teacher=[str(teacher)], distill=0.25)
+    cfg = tiny_config(tmp_path / "s", teacher=[str(teacher)], distill=0.25)
     run = tr.setup(cfg, None, log.append, tr.fgdist.from_env())
     clf = TorchClassifier.load(teacher)
     assert run.data.teacher.shape == (1, len(run.data.labels))
@@ -66,22 +46,20 @@ def test_student_targets_hold_the_teachers_probability_of_each_view(
     assert any(m.startswith("teachers (1) scored") and "validation accuracy own" in m for m in log)
 
 
-def test_a_teacher_with_other_preprocessing_is_refused(synthetic_dirs, teacher, tmp_path):
-    cfg = _cfg(synthetic_dirs, tmp_path / "s", image_size=20, teacher=[str(teacher)])
+def test_a_teacher_with_other_preprocessing_is_refused(tiny_config, teacher, tmp_path):
+    cfg = tiny_config(tmp_path / "s", image_size=20, teacher=[str(teacher)])
     with pytest.raises(ValueError, match="preprocessing .* differs"):
         tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env())
 
 
-def test_a_teacher_that_trained_on_the_validation_split_is_refused(
-    synthetic_dirs, teacher, tmp_path
-):
-    other_split = _cfg(synthetic_dirs, tmp_path / "s", seed=1, teacher=[str(teacher)])
+def test_a_teacher_that_trained_on_the_validation_split_is_refused(tiny_config, teacher, tmp_path):
+    other_split = tiny_config(tmp_path / "s", seed=1, teacher=[str(teacher)])
     with pytest.raises(ValueError, match="trained on [0-9]+ of this run's [0-9]+ validation"):
         tr.setup(other_split, None, lambda m: None, tr.fgdist.from_env())
     unknown = tmp_path / "no_split"
     shutil.copytree(teacher, unknown)
     (unknown / "validation.csv").unlink()
-    pre = _cfg(synthetic_dirs, tmp_path / "s").preprocess()
+    pre = tiny_config(tmp_path / "s").preprocess()
     with pytest.raises(ValueError, match="no validation.csv"):
         check_teacher(str(unknown), pre, [])
 

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 import facegender.train as tr
-from facegender.train import TrainConfig, lr_at
+from facegender.train import lr_at
 
 
 def test_lr_warms_up_linearly_then_follows_the_cosine_or_stays_constant():
@@ -38,24 +38,7 @@ def test_should_stop_counts_epochs_since_the_best():
     assert tr.should_stop([{}], {"epoch": -1}, 1)  # no improvement ever yet
 
 
-def _tiny_cfg(dirs, out, **kw) -> TrainConfig:
-    base = {
-        "data": [str(dirs["utk"])],
-        "out": str(out),
-        "model": "seed_cnn",
-        "model_kwargs": {"widths": [4, 8, 8], "hidden": 8, "dropout": 0.0},
-        "image_size": 16,
-        "batch_size": 32,
-        "max_train": 64,
-        "threads": 1,
-        "precision": "fp32",  # "auto" may pick bf16, and the loss check below is in float32
-        "progress": False,
-        "cache_dir": str(out.parent / "cache"),
-    }
-    return TrainConfig(**{**base, **kw})
-
-
-def test_patience_stops_the_run_and_keeps_the_best_epoch(synthetic_dirs, tmp_path, monkeypatch):
+def test_patience_stops_the_run_and_keeps_the_best_epoch(tiny_config, tmp_path, monkeypatch):
     losses = iter([0.5, 0.4, 0.45, 0.46, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1])
     real = tr.validate
 
@@ -65,7 +48,7 @@ def test_patience_stops_the_run_and_keeps_the_best_epoch(synthetic_dirs, tmp_pat
     monkeypatch.setattr(tr, "validate", scripted)
     log = []
     out = tmp_path / "p"
-    tr.train(_tiny_cfg(synthetic_dirs, out, epochs=10, patience=2), log=log.append)
+    tr.train(tiny_config(out, epochs=10, patience=2), log=log.append)
     history = json.loads((out / "history.json").read_text())
     # best at epoch 2; epochs 3 and 4 do not improve, so epoch 5 never runs
     assert [h["val_loss"] for h in history] == [0.5, 0.4, 0.45, 0.46]
@@ -90,15 +73,13 @@ def test_ema_update_moves_floats_towards_the_model_and_copies_counters():
     assert int(ema[1].num_batches_tracked) == 7
 
 
-def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(synthetic_dirs, tmp_path):
+def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(tiny_config, tmp_path):
     assert tr.positive_weight(np.array([1, 0, 0, 0], np.float32)) == pytest.approx(3.0)
     assert tr.positive_weight(np.array([1, 1, 1, 0], np.float32)) == pytest.approx(1 / 3)
     d = tr.fgdist.from_env()
-    plain = tr.setup(_tiny_cfg(synthetic_dirs, tmp_path / "a"), None, lambda m: None, d)
+    plain = tr.setup(tiny_config(tmp_path / "a"), None, lambda m: None, d)
     assert plain.pos_weight is None
-    run = tr.setup(
-        _tiny_cfg(synthetic_dirs, tmp_path / "b", class_weights=True), None, lambda m: None, d
-    )
+    run = tr.setup(tiny_config(tmp_path / "b", class_weights=True), None, lambda m: None, d)
     y_train = run.data.labels[run.data.train_idx]
     assert float(run.pos_weight) == pytest.approx((y_train == 0).sum() / (y_train == 1).sum())
     # the step's loss is the weighted BCE of the batch: female terms count pos_weight times
@@ -118,13 +99,13 @@ def test_class_weights_make_both_labels_weigh_the_same_in_the_loss(synthetic_dir
     )
 
 
-def test_child_smoothing_pulls_only_childrens_targets(synthetic_dirs, tmp_path):
+def test_child_smoothing_pulls_only_childrens_targets(tiny_config, tmp_path):
     """--child-smoothing adds to --label-smoothing for faces under 13 and for no one else, and
     the step's loss is the BCE against those per-image targets."""
     from facegender.labels import is_child
 
     d = tr.fgdist.from_env()
-    cfg = _tiny_cfg(synthetic_dirs, tmp_path / "c", label_smoothing=0.1, child_smoothing=0.3)
+    cfg = tiny_config(tmp_path / "c", label_smoothing=0.1, child_smoothing=0.3)
     run = tr.setup(cfg, None, lambda m: None, d)
     ds = tr.read_data(cfg.data)
     child = np.array([is_child(s) for s in ds.samples])
