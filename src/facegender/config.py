@@ -20,6 +20,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("none", "source", "source_label", "age")
 PRECISIONS = ("auto", "fp32", "bf16")
+MIXES = ("none", "mixup", "cutmix")
 # The crops an image can be decoded as (data.cache), and what each face_crop setting trains on:
 # the first view of a setting is the one validated on.
 CROPS = ("own", "aligned")
@@ -162,6 +163,16 @@ class TrainConfig:
         0.0, help="EMA decay of the weights per step (e.g. 0.999); 0 disables.", ge=0.0, lt=1.0
     )
     balance: str = knob("none", help=_BALANCE_HELP, choices=BALANCES)
+    mix: str = knob(
+        "none",
+        help="Blend pairs of training images and their targets (facegender.mix): mixup averages "
+        "two faces, cutmix pastes a box of one into the other.",
+        choices=MIXES,
+    )
+    mix_alpha: float = knob(
+        0.2, help="Beta(alpha, alpha) of each batch's mixing weight (with --mix).", gt=0.0
+    )
+    mix_prob: float = knob(0.5, help="Share of batches mixed (with --mix).", ge=0.0, le=1.0)
     class_weights: bool = knob(
         False, help="Weigh each female image's loss by n_male / n_female (labels weigh the same)."
     )

@@ -49,6 +49,7 @@ from facegender.data.manifest import write_manifest
 from facegender.distill import soft_targets, teacher_probabilities
 from facegender.labels import age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
+from facegender.mix import mix_batch
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
 
@@ -670,12 +671,16 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         pick = draw_views(len(run.data.views), len(idx), rng)
         x = to_batch(batch_arrays(run.data.views, idx, pick))
         x = augment_batch(torch.from_numpy(x), cfg.augment, g)
-        if d.enabled:  # augmented as one batch, so each image gets its 1-process draws
-            x, idx, pick = (fgdist.rank_slice(a, d) for a in (x, idx, pick))
-        loss, hits = train_step(run, x, run.data.labels[idx], run.data.targets(idx, pick))
-        loss_sum += loss * len(idx)
+        x, targets = mix_batch(
+            x, run.data.targets(idx, pick), cfg.mix, cfg.mix_alpha, cfg.mix_prob, rng
+        )
+        labels = run.data.labels[idx]
+        if d.enabled:  # augmented and mixed as one batch, so each image gets its 1-process draws
+            x, labels, targets = (fgdist.rank_slice(a, d) for a in (x, labels, targets))
+        loss, hits = train_step(run, x, labels, targets)
+        loss_sum += loss * len(labels)
         correct += hits
-        seen += len(idx)
+        seen += len(labels)
         bar.set_postfix(
             loss=f"{loss_sum / seen:.4f}",
             acc=f"{correct / seen:.3f}",
