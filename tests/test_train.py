@@ -215,5 +215,15 @@ def test_age_balance_keeps_source_shares_and_draws_rare_ages_more():
     # inside utk the bands draw by sqrt(size): 10 : 2, so babies get 2/12 instead of 4/104
     assert babies / utk == pytest.approx(2 / 12)
     assert sample_weights(DataSet(samples), [0, 1], "none") is None
+    # age_race: the 100 adults split into 64 White and 36 Black; cells draw by sqrt(size)
+    for i in range(64, 100):
+        samples[i] = Sample(f"a{i}", i % 2, "utk", age=30, race="Black")
+    for i in range(64):
+        samples[i] = Sample(f"a{i}", i % 2, "utk", age=30, race="White")
+    w = sample_weights(DataSet(samples), list(range(len(samples))), "age_race")
+    assert w[:104].sum() == pytest.approx(104 / 154)  # the source's share is kept
+    # cells: White 8, Black 6, babies (no race) 2 -> shares 8 : 6 : 2 of utk's
+    assert w[64:100].sum() / w[:104].sum() == pytest.approx(6 / 16)
+    assert w[100:104].sum() / w[:104].sum() == pytest.approx(2 / 16)
     with pytest.raises(ValueError, match="balance"):
         sample_weights(DataSet(samples), [0, 1], "race")

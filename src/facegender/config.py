@@ -18,7 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
-BALANCES = ("none", "source", "source_label", "age")
+BALANCES = ("none", "source", "source_label", "age", "age_race")
 PRECISIONS = ("auto", "fp32", "bf16")
 MIXES = ("none", "mixup", "cutmix")
 # The crops an image can be decoded as (data.cache), and what each face_crop setting trains on:
@@ -110,7 +110,8 @@ class AugmentConfig:
 
 _BALANCE_HELP = (
     "source(_label): each source (x label) draws an equal share. age: within each source, "
-    "age bands draw by the square root of their size (more children and old faces)."
+    "age bands draw by the square root of their size (more children and old faces); age_race: "
+    "the same over age band x race cells."
 )
 _PRECISION_HELP = (
     "bf16: autocast the forward pass to bfloat16 (weights and optimizer stay float32); "

@@ -98,7 +98,8 @@ def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | Non
     ``source`` / ``source_label``: each source (x label) draws the same share. ``age``: each source
     keeps its natural share, and inside it each age band draws in proportion to the square root
     of its size (children and the old, the rare bands, are drawn more often without letting a few
-    hundred faces dominate); images without an age form one band.
+    hundred faces dominate); images without an age form one band. ``age_race``: the same over
+    age band x race cells, so a source's rare races (and their children) are drawn more too.
     """
     if mode == "none":
         return None
@@ -108,13 +109,18 @@ def sample_weights(data: DataSet, idx: list[int], mode: str) -> np.ndarray | Non
         counts = Counter(keys)
         w = np.array([1.0 / counts[k] for k in keys])
         return w / w.sum()
-    if mode != "age":
+    if mode not in ("age", "age_race"):
         raise ValueError(f"unknown balance {mode!r}")
-    keys = [(s.source, age_group(s)) for s in samples]
-    counts, per_source = Counter(keys), Counter(s.source for s in samples)
-    root_sum = Counter()
-    for (src, _band), n in counts.items():
-        root_sum[src] += math.sqrt(n)
+    keys = [(s.source, age_group(s), s.race if mode == "age_race" else None) for s in samples]
+    return _root_weights(keys, Counter(s.source for s in samples))
+
+
+def _root_weights(keys: list[tuple], per_source: Counter) -> np.ndarray:
+    """Draw probabilities that keep each source's share (``key[0]``) and split it over the
+    source's cells in proportion to the square root of each cell's size."""
+    counts, root_sum = Counter(keys), Counter()
+    for cell, n in counts.items():
+        root_sum[cell[0]] += math.sqrt(n)
     w = np.array(
         [per_source[k[0]] * math.sqrt(counts[k]) / root_sum[k[0]] / counts[k] for k in keys]
     )
