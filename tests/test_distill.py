@@ -1,14 +1,17 @@
 """Distillation (``train --teacher``): the target arithmetic, the teachers' pass over every view,
-and the two refusals (other preprocessing; a teacher that trained on the run's validation)."""
+and the two refusals (other preprocessing; a teacher that trained on the run's validation),
+and the pass kept for --resume."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import facegender.train as tr
+from facegender import distill
 from facegender.classifier import TorchClassifier
 from facegender.distill import check_teacher, soft_targets
 from facegender.recipe import read_recipe
@@ -44,6 +47,27 @@ def test_student_targets_hold_the_teachers_probability_of_each_view(tiny_config,
     expected += 0.25 * run.data.teacher[0, idx]
     assert np.allclose(run.data.targets(idx, pick), expected)
     assert any(m.startswith("teachers (1) scored") and "validation accuracy own" in m for m in log)
+
+
+def test_resume_reads_the_teachers_pass_back_until_a_teacher_changes(
+    tiny_config, teacher, tmp_path, monkeypatch
+):
+    cfg = tiny_config(tmp_path / "s", teacher=[str(teacher)])
+    first = tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env()).data.teacher
+    assert (tmp_path / "s" / "last" / "teachers.npy").is_file()
+    calls = []
+    monkeypatch.setattr(distill, "teacher_probabilities", lambda *a, **k: calls.append(a))
+    log = []
+    again = tr.setup(cfg, None, log.append, tr.fgdist.from_env()).data.teacher
+    assert not calls and np.array_equal(first, again)
+    assert any("read back from last/" in m for m in log)
+    changed = tmp_path / "changed"  # same teacher, other weights: scored again
+    shutil.copytree(teacher, changed)
+    weights = changed / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    monkeypatch.setattr(distill, "teacher_probabilities", lambda *a, **k: calls.append(a) or first)
+    tr.setup(replace(cfg, teacher=[str(changed)]), None, lambda m: None, tr.fgdist.from_env())
+    assert len(calls) == 1
 
 
 def test_a_teacher_with_other_preprocessing_is_refused(tiny_config, teacher, tmp_path):

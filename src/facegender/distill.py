@@ -19,16 +19,20 @@ Two things are checked before any image is scored, because both would silently s
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facegender.checkpoint import load_model, read_config
+from facegender.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model, read_config, write_json
 from facegender.model_ref import BUNDLED, resolve_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 VALIDATION_FILE = "validation.csv"
+CACHE_FILE, CACHE_KEY_FILE = "teachers.npy", "teachers.json"
 
 
 def teacher_dir(teacher: str) -> Path:
@@ -93,6 +97,41 @@ def teacher_probabilities(
         for v, arrays in enumerate(views):
             probs[v] += probability(_logits(model, arrays, bf16), temperature)
     return (probs / len(dirs)).astype(np.float32)
+
+
+def cached_probabilities(
+    cache_dir: Path,
+    teachers: list[str],
+    views: list[np.ndarray],
+    pre: PreprocessConfig,
+    val_files: list[str],
+    data_key: str,
+    bf16: bool = False,
+    save: bool = True,
+) -> tuple[np.ndarray, bool]:
+    """:func:`teacher_probabilities`, kept in ``cache_dir`` (a run's ``last/``) under a key of
+    the teachers' weights and config, the decoded data (``data_key``) and the precision, so
+    ``--resume`` reads them back instead of repeating the pass; returns them and whether they
+    were read back. The teachers are checked against this run's split either way. ``save``:
+    write them (under torchrun only rank 0 does; the others may read what it wrote)."""
+    h = hashlib.sha256(f"{data_key}|bf16={bf16}".encode())
+    for t in teachers:
+        d = check_teacher(t, pre, val_files)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            h.update(hashlib.sha256((d / name).read_bytes()).digest())
+    key = h.hexdigest()[:24]
+    npy, meta = cache_dir / CACHE_FILE, cache_dir / CACHE_KEY_FILE
+    if meta.is_file() and npy.is_file() and json.loads(meta.read_text()).get("key") == key:
+        return np.load(npy, allow_pickle=False), True
+    probs = teacher_probabilities(teachers, views, pre, val_files, bf16)
+    if save:  # the array first, then the key that vouches for it, each replaced atomically
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_name(npy.name + ".tmp")
+        with tmp.open("wb") as f:
+            np.save(f, probs, allow_pickle=False)
+        os.replace(tmp, npy)
+        write_json(meta, {"key": key, "teachers": list(teachers)})
+    return probs, False
 
 
 def _logits(model, arrays: np.ndarray, bf16: bool, batch_size: int = 512) -> np.ndarray:

@@ -44,9 +44,9 @@ from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, wri
 from facegender.classifier import TorchClassifier
 from facegender.config import PRECISIONS, SCHEDULES, TrainConfig
 from facegender.data import DataSet, read_data
-from facegender.data.cache import decode_dataset, default_cache_dir
+from facegender.data.cache import decode_dataset, decode_key, default_cache_dir
 from facegender.data.manifest import write_manifest
-from facegender.distill import soft_targets, teacher_probabilities
+from facegender.distill import cached_probabilities, soft_targets
 from facegender.labels import age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.mix import mix_batch
@@ -525,7 +525,7 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
     child = np.array([is_child(s) for s in ds.samples], dtype=np.float32)
     smoothing = np.minimum(cfg.label_smoothing + cfg.child_smoothing * child, 0.99)
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
-    teacher = _teacher(cfg, views, [ds.samples[i] for i in va_idx], va_idx, log)
+    teacher = _teacher(cfg, views, ds.samples, va_idx, log, save=d.is_main)
     data = Data(
         views=views,
         labels=labels,
@@ -541,22 +541,32 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
     return data, sample_weights(ds, tr_idx, cfg.balance)
 
 
-def _teacher(cfg: TrainConfig, views, val_samples, va_idx, log) -> np.ndarray | None:
+def _teacher(cfg: TrainConfig, views, samples, va_idx, log, save: bool) -> np.ndarray | None:
     """The teachers' probabilities (``--teacher``; :mod:`facegender.distill`), or None; logs
-    their accuracy on the validation split, the head-room the run can draw on."""
+    their accuracy on the validation split, the head-room the run can draw on. They are kept in
+    ``OUT/last`` with the resume state, so ``--resume`` does not score the images again."""
     if not cfg.teacher:
         return None
     t0 = time.perf_counter()
-    val_files = [s.path for s in val_samples]
+    val_samples = [samples[i] for i in va_idx]
     bf16 = resolve_precision(cfg.precision) == "bf16" and cfg.device == "cpu"
-    probs = teacher_probabilities(cfg.teacher, views, cfg.preprocess(), val_files, bf16)
+    pre, names = cfg.preprocess(), face_crop_views(cfg.face_crop)
+    probs, reused = cached_probabilities(
+        Path(cfg.out) / "last",
+        cfg.teacher,
+        views,
+        pre,
+        [s.path for s in val_samples],
+        "|".join(decode_key(samples, pre, crop) for crop in names),
+        bf16,
+        save,
+    )
     val_y = np.array([s.label for s in val_samples])
     accs = [float(((p[va_idx] > 0.5) == val_y).mean()) for p in probs]
-    names = face_crop_views(cfg.face_crop)
+    done = "read back from last/" if reused else f"{'in bf16 ' if bf16 else ''}in"
     log(
         f"teachers ({len(cfg.teacher)}) scored {probs.shape[1]} images x {len(views)} views "
-        f"{'in bf16 ' if bf16 else ''}in "
-        f"{time.perf_counter() - t0:.0f}s; validation accuracy "
+        f"{done} {time.perf_counter() - t0:.0f}s; validation accuracy "
         + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, accs, strict=True))
         + f"; distill {cfg.distill:g}"
     )

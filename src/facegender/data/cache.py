@@ -80,7 +80,8 @@ def subject_index(boxes: list[list[int]], width: int, height: int) -> int | None
     return best
 
 
-def _key(samples: list[Sample], cfg: PreprocessConfig, face_crop: str) -> str:
+def decode_key(samples: list[Sample], cfg: PreprocessConfig, face_crop: str) -> str:
+    """What a decoded array depends on: the files (path, size, mtime), preprocessing, crop."""
     h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     if face_crop != "own":  # own crops keep the keys of caches made before face_crop existed
@@ -111,7 +112,7 @@ def decode_dataset(
     if face_crop not in CROPS:
         raise ValueError(f"unknown face_crop {face_crop!r}; use one of {', '.join(CROPS)}")
     samples = data.samples
-    key = _key(samples, cfg, face_crop)
+    key = decode_key(samples, cfg, face_crop)
     if cache_dir is not None:
         npy, idx = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
         if npy.exists() and idx.exists():
