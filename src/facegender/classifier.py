@@ -40,15 +40,25 @@ class TorchClassifier:
 
     def logits(self, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Raw logits for ``N x S x S x C`` uint8 face arrays (on the model's device)."""
+        return self.heads(arrays, batch_size)[0]
+
+    def heads(
+        self, arrays: np.ndarray, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The logits and the age head's ``N x K`` logits (None for a model without one)."""
         import torch
 
         device = next(self.model.parameters()).device
-        out = []
+        out, ages = [], []
         with torch.inference_mode():
             for i in range(0, len(arrays), batch_size):
                 x = torch.from_numpy(to_batch(np.asarray(arrays[i : i + batch_size])))
-                out.append(self.model(x.to(device)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+                z, a = self.model(x.to(device), aux=True)
+                out.append(z.float().cpu().numpy())
+                ages.append(None if a is None else a.float().cpu().numpy())
+        if not out:
+            return np.zeros(0, dtype=np.float32), None
+        return np.concatenate(out), None if ages[0] is None else np.concatenate(ages)
 
     def probabilities(self, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated P(female) for each face array."""

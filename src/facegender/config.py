@@ -160,6 +160,13 @@ class TrainConfig:
         ge=0.0,
         lt=1.0,
     )
+    age_weight: float = knob(
+        0.0,
+        help="Weight of an auxiliary age-class loss (faces of known age; the model gets an age "
+        "head). After training, one logit scale per age class is fitted on the validation "
+        "split, so faces read as children get softer probabilities. 0: no age head.",
+        ge=0.0,
+    )
     ema: float = knob(
         0.0, help="EMA decay of the weights per step (e.g. 0.999); 0 disables.", ge=0.0, lt=1.0
     )

@@ -79,7 +79,8 @@ def export_onnx(
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deliberate
         torch.onnx.export(
-            model,
+            # wrapped, so the exporter sees forward(input) and does not trace ``aux`` as an input
+            torch.nn.Sequential(model),
             (example,),
             str(tmp),
             input_names=[INPUT_NAME],

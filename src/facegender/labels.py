@@ -85,6 +85,35 @@ def is_child(sample) -> bool:
     return m is not None and int(m.group(2)) <= CHILD_MAX_AGE
 
 
+# What the auxiliary age head (``train --age-weight``) learns: FairFace's coarsest buckets, which
+# UTKFace's exact ages also fall into, so both sources teach the same classes.
+AGE_CLASSES: tuple[tuple[str, int, int], ...] = (
+    ("0-2", 0, 2),
+    ("3-9", 3, 9),
+    ("10-19", 10, 19),
+    ("20-59", 20, 59),
+    ("60+", 60, 10_000),
+)
+
+
+def age_class(sample) -> int:
+    """The index in :data:`AGE_CLASSES` of a sample's age, or -1 where it is unknown or a
+    bucket straddles two classes."""
+    m = re.fullmatch(r"(\d+)-(\d+)", sample.age_group or "")
+    if sample.age is not None:
+        lo = hi = sample.age
+    elif m is not None:
+        lo, hi = int(m.group(1)), int(m.group(2))
+    elif re.fullmatch(r"more than (\d+)", sample.age_group or ""):
+        lo = hi = int(sample.age_group.split()[-1])
+    else:
+        return -1
+    for i, (_, a, b) in enumerate(AGE_CLASSES):
+        if a <= lo and hi <= b:
+            return i
+    return -1
+
+
 def race_name(race: int | str | None) -> str | None:
     """A race group's name: names pass through, an int is UTKFace's 0-4 code."""
     if race is None or isinstance(race, str):

@@ -118,6 +118,32 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp(res.x))
 
 
+def fit_age_scales(logits: np.ndarray, age_logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """One logit scale per age class, minimising the validation NLL of
+    ``sigmoid(logit * (softmax(age_logits) @ scales))``: a temperature per age the model reads,
+    so the faces it takes for children get their own (softer) calibration.
+
+    Bounded to [0.05, 20] like :func:`fit_temperature`; fitted in log space.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import softmax
+
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    p = softmax(np.asarray(age_logits, dtype=np.float64), axis=1)
+
+    def nll(log_s: np.ndarray) -> tuple[float, np.ndarray]:
+        scale = p @ np.exp(log_s)
+        s = z * scale
+        q = 1.0 / (1.0 + np.exp(-s))
+        grad_s = (q - y) / len(z)  # d mean NLL / d s
+        return float(np.mean(np.logaddexp(0, s) - y * s)), p.T @ (grad_s * z) * np.exp(log_s)
+
+    k = p.shape[1]
+    bounds = [(math.log(0.05), math.log(20))] * k
+    res = minimize(nll, np.zeros(k), jac=True, method="L-BFGS-B", bounds=bounds)
+    return np.exp(res.x)
+
+
 def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float = 0.5) -> dict:
     """Headline metrics; positive class is ``female`` (label 1)."""
     from sklearn.metrics import (

@@ -47,7 +47,7 @@ from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, decode_key, default_cache_dir
 from facegender.data.manifest import write_manifest
 from facegender.distill import cached_probabilities, soft_targets
-from facegender.labels import age_group, is_child
+from facegender.labels import AGE_CLASSES, age_class, age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.mix import mix_batch
 from facegender.models import create_model
@@ -415,6 +415,7 @@ class Data:
     val_y: np.ndarray
     val_samples: list
     summary: dict
+    ages: np.ndarray | None = None  # int64 age class of every image, -1 unknown (--age-weight)
     teacher: np.ndarray | None = None  # views x N teachers' P(female) (--teacher), or None
     distill: float = 0.0  # the teachers' weight in each target
 
@@ -530,6 +531,7 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
         views=views,
         labels=labels,
         smoothing=smoothing.astype(np.float32),
+        ages=np.array([age_class(s) for s in ds.samples], dtype=np.int64),
         train_idx=np.array(tr_idx),
         val_views=[v[va_idx] for v in views],
         val_y=labels[va_idx],
@@ -594,15 +596,21 @@ def _load_views(cfg: TrainConfig, split, log, d: fgdist.Dist):
 
 def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
     """The freshly initialised model (from torch's seeded RNG), its precision and layout."""
-    model = create_model(
-        cfg.model,
-        in_chans=pre.channels,
-        mean=list(pre.mean),
-        std=list(pre.std),
-        image_size=cfg.image_size,
-        tta_flip=False,
-        **cfg.model_kwargs,
-    )
+    try:
+        model = create_model(
+            cfg.model,
+            in_chans=pre.channels,
+            mean=list(pre.mean),
+            std=list(pre.std),
+            image_size=cfg.image_size,
+            tta_flip=False,
+            **_age_head_kwargs(cfg),
+            **cfg.model_kwargs,
+        )
+    except TypeError as e:
+        if not cfg.age_weight or "age_classes" not in str(e):
+            raise
+        raise ValueError(f"--age-weight: model {cfg.model!r} has no age head; use fgnet_*") from e
     if cfg.init:
         from facegender.finetune import load_init_weights
 
@@ -613,6 +621,11 @@ def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
     log(f"precision: {precision}" + (" (auto)" if cfg.precision == "auto" else ""))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return model.to(memory_format=memory_format), precision, memory_format
+
+
+def _age_head_kwargs(cfg: TrainConfig) -> dict:
+    """``--age-weight``: the model kwarg that gives it an age head, refused for models without."""
+    return {"age_classes": len(AGE_CLASSES)} if cfg.age_weight else {}
 
 
 def fit(run: Run, resume: bool, log) -> list[dict]:
@@ -687,13 +700,14 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         pick = draw_views(len(run.data.views), len(idx), rng)
         x = to_batch(batch_arrays(run.data.views, idx, pick))
         x = augment_batch(torch.from_numpy(x), cfg.augment, g)
-        x, targets = mix_batch(
+        mixed, targets = mix_batch(
             x, run.data.targets(idx, pick), cfg.mix, cfg.mix_alpha, cfg.mix_prob, rng
         )
-        labels = run.data.labels[idx]
+        labels, ages = run.data.labels[idx], batch_ages(run.data, idx, mixed is not x)
+        x = mixed
         if d.enabled:  # augmented and mixed as one batch, so each image gets its 1-process draws
-            x, labels, targets = (fgdist.rank_slice(a, d) for a in (x, labels, targets))
-        loss, hits = train_step(run, x, labels, targets)
+            x, labels, targets, ages = (fgdist.rank_slice(a, d) for a in (x, labels, targets, ages))
+        loss, hits = train_step(run, x, labels, targets, ages)
         loss_sum += loss * len(labels)
         correct += hits
         seen += len(labels)
@@ -711,26 +725,50 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     return {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
+def batch_ages(data: Data, idx: np.ndarray, mixed: bool) -> np.ndarray:
+    """The age classes the age head learns from in a batch: none (-1) for a mixed batch,
+    whose blended faces have no one age, or without ``--age-weight``."""
+    if data.ages is None or mixed:
+        return np.full(len(idx), -1, dtype=np.int64)
+    return data.ages[idx]
+
+
 def train_step(
-    run: Run, x: torch.Tensor, labels: np.ndarray, targets: np.ndarray
+    run: Run,
+    x: torch.Tensor,
+    labels: np.ndarray,
+    targets: np.ndarray,
+    ages: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count.
 
-    ``targets``: each image's soft target (:meth:`Data.targets`); ``labels`` score accuracy.
+    ``targets``: each image's soft target (:meth:`Data.targets`); ``labels`` score accuracy;
+    ``ages``: age classes for the age head's loss (-1: not counted; None: no age loss).
     """
     cfg, device = run.cfg, run.device
     x = x.to(device, memory_format=run.memory_format)
     y = torch.from_numpy(labels).to(device)
     target = torch.from_numpy(targets).to(device)
     with forward_precision(run.precision, device.type):
-        logits = run.net_train(x).float()
+        logits, age_logits = run.net_train(x, aux=True)
+    logits = logits.float()
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)
+    if age_logits is not None and ages is not None:
+        loss = loss + cfg.age_weight * age_loss(age_logits.float(), torch.from_numpy(ages))
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
     if run.ema is not None:
         ema_update(run.ema, run.model, cfg.ema)
     return loss.item(), ((logits.detach() > 0).float() == y).sum().item()
+
+
+def age_loss(age_logits: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the faces of known age (``ages >= 0``), 0 when there are none; always
+    a function of the head, so every DDP rank's head gets a gradient."""
+    known = (ages >= 0).to(age_logits.device)
+    ce = F.cross_entropy(age_logits, ages.clamp(min=0).to(age_logits.device), reduction="none")
+    return (ce * known).sum() / known.sum().clamp(min=1)
 
 
 def validate(run: Run) -> dict:
@@ -773,6 +811,30 @@ def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **
     return make_config(net, pre, train_args=cfg.to_dict(), data=data_summary, **extra)
 
 
+def fit_age_calibration(clf: TorchClassifier, val_views, y, val_samples, out: Path) -> dict:
+    """``--age-weight``: fit the age classes' logit scales on every validation view, store them
+    in the checkpoint's weights (the ``age_scale`` buffer, so every backend and export applies
+    them) and return what the config records: the scales and the age head's accuracy on the
+    first view's faces of known age. ``{}`` for a model without an age head."""
+    from facegender.metrics import fit_age_scales
+
+    model = clf.model
+    if getattr(model, "age_head", None) is None:
+        return {}
+    model.age_scale.fill_(1.0)  # the raw logits, also where a finished run is finalized again
+    heads = [clf.heads(v) for v in val_views]
+    z = np.concatenate([h[0] for h in heads])
+    scales = fit_age_scales(z, np.concatenate([h[1] for h in heads]), np.tile(y, len(heads)))
+    model.age_scale.copy_(torch.from_numpy(scales).float())
+    save_checkpoint(out, model, model.config)
+    known = np.array([age_class(s) for s in val_samples])
+    hit = heads[0][1].argmax(axis=1) == known
+    return {
+        "age_scales": {name: float(v) for (name, _, _), v in zip(AGE_CLASSES, scales, strict=True)},
+        "age_head_accuracy": float(hit[known >= 0].mean()) if (known >= 0).any() else None,
+    }
+
+
 def finalize(
     cfg: TrainConfig, out: Path, val_views, val_y, val_samples, history, seconds, log, processes=1
 ) -> Path:
@@ -788,8 +850,9 @@ def finalize(
     model.tta_flip = cfg.tta_flip
     model.model_kwargs["tta_flip"] = cfg.tta_flip
     clf = TorchClassifier(model, model.config)
-    view_logits = [clf.logits(v) for v in val_views]
     y = val_y.astype(int)
+    age_calibration = fit_age_calibration(clf, val_views, y, val_samples, out)
+    view_logits = [clf.logits(v) for v in val_views]
     temperature = fit_temperature(np.concatenate(view_logits), np.tile(y, len(val_views)))
     logits = view_logits[0]
     p_raw, p_cal = probability(logits), probability(logits, temperature)
@@ -803,6 +866,7 @@ def finalize(
         "ece_before": expected_calibration_error(y, p_raw),
         "ece_after": expected_calibration_error(y, p_cal),
         "fitted_on": "validation split",
+        **age_calibration,
     }
     config["metrics"] = {"validation": metrics}
     crops = face_crop_views(cfg.face_crop)

@@ -23,9 +23,17 @@ class FaceGenderNet(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The gender logits and the auxiliary age head's logits (None: the model has none)."""
+        return self.forward_logits(x), None
+
+    def forward(self, x: torch.Tensor, aux: bool = False):
+        """``N`` logits for P(female); ``aux=True``: ``(logits, age logits or None)``, which
+        training calls so the age head's loss goes through the same (DDP-wrapped) call."""
         x = (x - self.mean) / self.std
-        logits = self.forward_logits(x)
+        logits, age = self.forward_heads(x)
         if self.tta_flip and not self.training:
-            logits = 0.5 * (logits + self.forward_logits(torch.flip(x, dims=[3])))
-        return logits
+            flipped, age_flipped = self.forward_heads(torch.flip(x, dims=[3]))
+            logits = 0.5 * (logits + flipped)
+            age = None if age is None else 0.5 * (age + age_flipped)
+        return (logits, age) if aux else logits

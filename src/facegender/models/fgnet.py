@@ -40,6 +40,7 @@ class FGNet(FaceGenderNet):
         depths=(1, 1, 2, 1),
         dropout: float = 0.2,
         image_size: int | None = None,
+        age_classes: int = 0,
         **kw,
     ):
         super().__init__(**kw)
@@ -59,6 +60,12 @@ class FGNet(FaceGenderNet):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, 1)
         )
+        # ``train --age-weight``: an age head on the pooled features, and one logit scale per age
+        # class (fitted after training on the validation split), so a face the model takes for
+        # a child gets the softer probability that children's accuracy warrants
+        self.age_head = nn.Linear(c, age_classes) if age_classes else None
+        if age_classes:
+            self.register_buffer("age_scale", torch.ones(age_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -66,7 +73,19 @@ class FGNet(FaceGenderNet):
             nn.init.zeros_(b.bn2.weight)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x))).squeeze(1)
+        return self.forward_heads(x)[0]
+
+    def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gender logits (in eval, scaled by the age classes' expected :attr:`age_scale`) and
+        age logits; the raw gender logits in training, where the scales are all 1 anyway."""
+        f = self.blocks(self.stem(x))
+        logits = self.head(f).squeeze(1)
+        if self.age_head is None:
+            return logits, None
+        age = self.age_head(f.mean(dim=(2, 3)))
+        if not self.training:
+            logits = logits * (age.softmax(dim=1) @ self.age_scale)
+        return logits, age
 
 
 @register_model
