@@ -118,30 +118,44 @@ def test_age_weight_is_refused_for_a_model_without_an_age_head(tiny_config, tmp_
         tr._build_model(cfg, cfg.preprocess(), torch.device("cpu"), lambda m: None)
 
 
-def test_a_run_with_an_age_head_stores_fitted_scales_every_backend_applies(tiny_config, tmp_path):
-    """Train fgnet_s with --age-weight on the generated UTKFace faces (ages 1-89): the config
-    records one scale per age class and the head's accuracy, the weights carry the scales
-    (not all 1), and the ONNX export computes the same logits as PyTorch."""
+@pytest.fixture(scope="module")
+def age_run(tiny_config, tmp_path_factory):
+    """fgnet_s trained with --age-weight for 2 epochs on the generated UTKFace faces (ages 1-89)."""
+    out = tmp_path_factory.mktemp("age") / "run"
     cfg = tiny_config(
-        tmp_path / "run",
-        model="fgnet_s",
-        model_kwargs={"widths": [4, 8, 8, 8]},
-        age_weight=0.5,
-        epochs=2,
+        out, model="fgnet_s", model_kwargs={"widths": [4, 8, 8, 8]}, age_weight=0.5, epochs=2
     )
-    out = tr.train(cfg)
-    config = json.loads((out / "config.json").read_text())
-    cal = config["calibration"]
+    return tr.train(cfg, log=lambda m: None)
+
+
+def test_a_run_with_an_age_head_stores_fitted_scales_every_backend_applies(age_run):
+    """The config records one scale per age class and the head's accuracy, the weights carry
+    the scales (not all 1), and the ONNX export computes the same logits as PyTorch."""
+    cal = json.loads((age_run / "config.json").read_text())["calibration"]
     assert list(cal["age_scales"]) == [name for name, _, _ in AGE_CLASSES]
     assert 0.0 <= cal["age_head_accuracy"] <= 1.0
-    model = load_model(out)
+    model = load_model(age_run)
     assert np.allclose(model.age_scale.numpy(), list(cal["age_scales"].values()), rtol=1e-6)
     assert not np.allclose(model.age_scale.numpy(), 1.0)
     faces = (np.random.default_rng(0).random((5, 16, 16, 3)) * 255).astype(np.uint8)
     torch_logits = TorchClassifier(model, model.config).logits(faces)
-    onnx_file = export_onnx(out, out / "model.onnx")
-    onnx_logits = OnnxClassifier.load(onnx_file).logits(faces)
+    onnx_logits = OnnxClassifier.load(export_onnx(age_run, age_run / "model.onnx")).logits(faces)
     assert np.allclose(torch_logits, onnx_logits, atol=1e-4)
+
+
+def test_bundling_refits_the_scales_for_the_graph_without_flip_tta(age_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from facegender.bundle import bundle
+
+    dest = bundle(age_run, tmp_path / "bundled")
+    run_cal = json.loads((age_run / "config.json").read_text())["calibration"]
+    cal = json.loads((dest / "config.json").read_text())["calibration"]
+    scale = load_file(str(dest / "model.safetensors"))["age_scale"]
+    assert scale.dtype == torch.float32
+    assert np.allclose(scale.numpy(), list(cal["age_scales"].values()), rtol=1e-6)
+    assert cal["age_scales"] != run_cal["age_scales"]  # fitted again, on logits without TTA
+    assert cal["graph"].startswith("int8") and cal["temperature"] != run_cal["temperature"]
 
 
 def test_age_head_round_trips_through_a_checkpoint(tmp_path):

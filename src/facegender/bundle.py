@@ -51,7 +51,8 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
     print(f"bundled {run} -> {dest} (max weight change from float16: {drift:.2e})")
     views = face_crop_views(config["train_args"].get("face_crop", "own"))
     data = [_validation_data(config, view) for view in views]
-    arrays, labels, tr_idx, va_idx = data[0]
+    arrays, labels, tr_idx, va_idx, ages = data[0]
+    _refit_age_scales(dest, [d[0][d[3]] for d in data], labels[va_idx], ages[va_idx])
     write_default_graph(
         dest, arrays[_sample(tr_idx, 512)], [d[0][d[3]] for d in data], labels[va_idx]
     )
@@ -73,10 +74,36 @@ def _write_half_weights(run: Path, dest: Path):
     return state, half
 
 
+def _refit_age_scales(dest: Path, val_views: list, val_labels, val_ages) -> None:
+    """A model with an age head: refit its age classes' scales for the bundled weights without
+    flip TTA (the run fitted them with it), in ``dest``'s weights and config."""
+    from safetensors.torch import load_file, save_file
+
+    from facegender.age_calibration import fit_age_calibration
+    from facegender.checkpoint import load_model
+    from facegender.classifier import TorchClassifier
+
+    model = load_model(dest)
+    fitted = fit_age_calibration(
+        TorchClassifier(model, model.config), val_views, val_labels, val_ages
+    )
+    if not fitted:
+        return
+    state = load_file(str(dest / WEIGHTS_FILE))
+    state["age_scale"] = model.age_scale.detach().clone()
+    save_file(state, str(dest / WEIGHTS_FILE), metadata={"format": "pt", "dtype": "float16"})
+    config = json.loads((dest / CONFIG_FILE).read_text())
+    config["calibration"] = {**config.get("calibration", {}), **fitted}
+    write_json(dest / CONFIG_FILE, config)
+    print(f"age scales refitted without flip TTA: {fitted['age_scales']}")
+
+
 def _validation_data(config: dict, face_crop: str = "own"):
-    """One crop of the run's decoded images, labels and (train, validation) indices."""
+    """One crop of the run's decoded images, labels, (train, validation) indices and age
+    classes (-1 unknown)."""
     import numpy as np
 
+    from facegender.labels import age_class
     from facegender.train import TrainConfig, prepare_data
 
     cfg = TrainConfig.from_dict(config["train_args"])
@@ -85,7 +112,8 @@ def _validation_data(config: dict, face_crop: str = "own"):
         cfg, log=lambda m: None, report=False, face_crop=face_crop
     )
     labels = np.array([s.label for s in ds.samples])
-    return arrays, labels, np.asarray(tr_idx), np.asarray(va_idx)
+    ages = np.array([age_class(s) for s in ds.samples])
+    return arrays, labels, np.asarray(tr_idx), np.asarray(va_idx), ages
 
 
 def _sample(idx, n: int, seed: int = 0):
@@ -121,6 +149,7 @@ def write_default_graph(dest: Path, calib, val_views: list, val_labels) -> Path:
         t = fit_temperature(np.concatenate(logits), y)
         p_raw, p_cal = probability(logits[0], 1.0), probability(logits[0], t)
         config["calibration"] = {
+            **config.get("calibration", {}),  # the age classes' scales, where there are some
             "temperature": t,
             "ece_before": expected_calibration_error(val_labels, p_raw),
             "ece_after": expected_calibration_error(val_labels, p_cal),

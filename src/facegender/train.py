@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from facegender import distributed as fgdist
+from facegender.age_calibration import fit_age_calibration
 from facegender.augment import augment_batch
 from facegender.checkpoint import CONFIG_FILE, make_config, save_checkpoint, write_json
 from facegender.classifier import TorchClassifier
@@ -811,30 +812,6 @@ def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **
     return make_config(net, pre, train_args=cfg.to_dict(), data=data_summary, **extra)
 
 
-def fit_age_calibration(clf: TorchClassifier, val_views, y, val_samples, out: Path) -> dict:
-    """``--age-weight``: fit the age classes' logit scales on every validation view, store them
-    in the checkpoint's weights (the ``age_scale`` buffer, so every backend and export applies
-    them) and return what the config records: the scales and the age head's accuracy on the
-    first view's faces of known age. ``{}`` for a model without an age head."""
-    from facegender.metrics import fit_age_scales
-
-    model = clf.model
-    if getattr(model, "age_head", None) is None:
-        return {}
-    model.age_scale.fill_(1.0)  # the raw logits, also where a finished run is finalized again
-    heads = [clf.heads(v) for v in val_views]
-    z = np.concatenate([h[0] for h in heads])
-    scales = fit_age_scales(z, np.concatenate([h[1] for h in heads]), np.tile(y, len(heads)))
-    model.age_scale.copy_(torch.from_numpy(scales).float())
-    save_checkpoint(out, model, model.config)
-    known = np.array([age_class(s) for s in val_samples])
-    hit = heads[0][1].argmax(axis=1) == known
-    return {
-        "age_scales": {name: float(v) for (name, _, _), v in zip(AGE_CLASSES, scales, strict=True)},
-        "age_head_accuracy": float(hit[known >= 0].mean()) if (known >= 0).any() else None,
-    }
-
-
 def finalize(
     cfg: TrainConfig, out: Path, val_views, val_y, val_samples, history, seconds, log, processes=1
 ) -> Path:
@@ -851,7 +828,9 @@ def finalize(
     model.model_kwargs["tta_flip"] = cfg.tta_flip
     clf = TorchClassifier(model, model.config)
     y = val_y.astype(int)
-    age_calibration = fit_age_calibration(clf, val_views, y, val_samples, out)
+    age_calibration = fit_age_calibration(clf, val_views, y, [age_class(s) for s in val_samples])
+    if age_calibration:  # the scales live in the weights
+        save_checkpoint(out, model, model.config)
     view_logits = [clf.logits(v) for v in val_views]
     temperature = fit_temperature(np.concatenate(view_logits), np.tile(y, len(val_views)))
     logits = view_logits[0]
