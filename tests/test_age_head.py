@@ -166,3 +166,19 @@ def test_age_head_round_trips_through_a_checkpoint(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(back(x), m(x))
+
+
+def test_fine_tunes_keep_or_gain_an_age_head(age_run, tiny_config, tmp_path):
+    """--init from a model with an age head keeps it (and refits its scales), with or without
+    --age-weight; a model without one gains a fresh head with --age-weight."""
+    kw = {"model": "fgnet_s", "model_kwargs": {"widths": [4, 8, 8, 8]}, "epochs": 1}
+    with_head = {**kw, "model_kwargs": {"widths": [4, 8, 8, 8], "age_classes": K}}
+    for name, weight in (("keep", 0.0), ("keep_weighted", 0.5)):
+        cfg = tiny_config(tmp_path / name, init=str(age_run), age_weight=weight, **with_head)
+        out = tr.train(cfg, log=lambda m: None)
+        assert "age_scales" in json.loads((out / "config.json").read_text())["calibration"]
+        assert load_model(out).age_head is not None
+    plain = tr.train(tiny_config(tmp_path / "plain", **kw), log=lambda m: None)
+    assert load_model(plain).age_head is None
+    cfg = tiny_config(tmp_path / "gain", init=str(plain), age_weight=0.5, **kw)
+    assert load_model(tr.train(cfg, log=lambda m: None)).age_head is not None

@@ -111,6 +111,8 @@ def load_init_weights(model, init: str | Path) -> None:
     src = init_dir(init)
     state = load_file(str(src / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    # a starting model without an age head may gain one (--age-weight): it starts fresh
+    missing = [k for k in missing if not k.startswith(("age_head.", "age_scale"))]
     if missing or unexpected:
         raise ValueError(
             f"--init {init}: its weights do not fit {type(model).__name__} "

@@ -597,6 +597,8 @@ def _load_views(cfg: TrainConfig, split, log, d: fgdist.Dist):
 
 def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
     """The freshly initialised model (from torch's seeded RNG), its precision and layout."""
+    # an --init checkpoint with an age head brings age_classes in model_kwargs already
+    kwargs = {**_age_head_kwargs(cfg), **cfg.model_kwargs}
     try:
         model = create_model(
             cfg.model,
@@ -605,11 +607,10 @@ def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
             std=list(pre.std),
             image_size=cfg.image_size,
             tta_flip=False,
-            **_age_head_kwargs(cfg),
-            **cfg.model_kwargs,
+            **kwargs,
         )
     except TypeError as e:
-        if not cfg.age_weight or "age_classes" not in str(e):
+        if "age_classes" not in str(e):
             raise
         raise ValueError(f"--age-weight: model {cfg.model!r} has no age head; use fgnet_*") from e
     if cfg.init:
