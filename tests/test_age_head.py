@@ -182,3 +182,17 @@ def test_fine_tunes_keep_or_gain_an_age_head(age_run, tiny_config, tmp_path):
     assert load_model(plain).age_head is None
     cfg = tiny_config(tmp_path / "gain", init=str(plain), age_weight=0.5, **kw)
     assert load_model(tr.train(cfg, log=lambda m: None)).age_head is not None
+
+
+def test_the_report_shows_the_age_classes_scales(age_run, synthetic_dirs, tmp_path):
+    from click.testing import CliRunner
+
+    from facegender.cli import cli
+
+    args = ["evaluate", str(synthetic_dirs["utk"]), "--model", str(age_run), "--no-cache"]
+    run = CliRunner().invoke(cli, [*args, "--report", str(tmp_path / "rep")])
+    assert run.exit_code == 0, run.output
+    md = "".join(f.read_text() for f in (tmp_path / "rep").glob("*.md"))
+    scales = json.loads((age_run / "config.json").read_text())["calibration"]["age_scales"]
+    assert "logit scale per age class" in md
+    assert f"0-2 {scales['0-2']:.2f}, 3-9 {scales['3-9']:.2f}" in md

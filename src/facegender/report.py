@@ -161,6 +161,10 @@ def _training_section(r: ReportData) -> Section:
         rows.append(
             ["validation ECE before -> after", f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"]
         )
+    if "age_scales" in cal:  # train --age-weight: the logit scale of each age class it reads
+        scales = ", ".join(f"{k} {v:.2f}" for k, v in cal["age_scales"].items())
+        rows.append(["logit scale per age class", scales])
+        rows.append(["age head accuracy (validation)", _num(cal.get("age_head_accuracy"))])
     val = config.get("metrics", {}).get("validation", {})
     if val:
         rows.append(["validation accuracy", _num(val.get("accuracy"))])
