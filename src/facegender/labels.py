@@ -30,13 +30,24 @@ FAIRFACE_AGES: tuple[str, ...] = (
     "60-69",
     "more than 70",
 )
+OPEN_END = 10_000  # the upper end of an open age band or bucket ("60+", "more than 70")
+# (name, first year, last year): UTKFace's ages in years are reported in these bands
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("0-3", 0, 3),
     ("4-12", 4, 12),
     ("13-19", 13, 19),
     ("20-39", 20, 39),
     ("40-59", 40, 59),
-    ("60+", 60, 10_000),
+    ("60+", 60, OPEN_END),
+)
+# What the auxiliary age head (``train --age-weight``) learns: FairFace's coarsest buckets, which
+# UTKFace's exact ages also fall into, so both sources teach the same classes.
+AGE_CLASSES: tuple[tuple[str, int, int], ...] = (
+    ("0-2", 0, 2),
+    ("3-9", 3, 9),
+    ("10-19", 10, 19),
+    ("20-59", 20, 59),
+    ("60+", 60, OPEN_END),
 )
 # Every age-group name in display order: UTKFace's bands, then FairFace's buckets.
 AGE_GROUP_ORDER: tuple[str, ...] = tuple(b[0] for b in AGE_BANDS) + FAIRFACE_AGES
@@ -59,13 +70,31 @@ def parse_label(text: str) -> int | None:
     return _ALIASES.get(str(text).strip().lower())
 
 
-def age_band(age: int | None) -> str | None:
-    if age is None:
-        return None
-    for name, lo, hi in AGE_BANDS:
-        if lo <= age <= hi:
-            return name
+def age_span(sample) -> tuple[int, int] | None:
+    """The years a sample's age lies in: its exact age, else its source's bucket (FairFace
+    ``3-9``, ``more than 70``, open-ended); None where it has neither."""
+    if sample.age is not None:
+        return sample.age, sample.age
+    bucket = sample.age_group or ""
+    if m := re.fullmatch(r"(\d+)-(\d+)", bucket):
+        return int(m.group(1)), int(m.group(2))
+    if m := re.fullmatch(r"more than (\d+)", bucket):
+        return int(m.group(1)), OPEN_END
     return None
+
+
+def band_index(bands: tuple[tuple[str, int, int], ...], span: tuple[int, int] | None) -> int:
+    """The index of the band in ``bands`` that holds all of ``span``; -1 for none (or no span)."""
+    if span is not None:
+        for i, (_, lo, hi) in enumerate(bands):
+            if lo <= span[0] and span[1] <= hi:
+                return i
+    return -1
+
+
+def age_band(age: int | None) -> str | None:
+    i = band_index(AGE_BANDS, None if age is None else (age, age))
+    return AGE_BANDS[i][0] if i >= 0 else None
 
 
 def age_group(sample) -> str | None:
@@ -79,39 +108,14 @@ CHILD_MAX_AGE = 12
 def is_child(sample) -> bool:
     """Under 13, by the sample's age or else by its source's bucket (FairFace ``3-9`` is,
     ``10-19`` is not: a bucket counts only when all of it is under 13)."""
-    if sample.age is not None:
-        return sample.age <= CHILD_MAX_AGE
-    m = re.fullmatch(r"(\d+)-(\d+)", sample.age_group or "")
-    return m is not None and int(m.group(2)) <= CHILD_MAX_AGE
-
-
-# What the auxiliary age head (``train --age-weight``) learns: FairFace's coarsest buckets, which
-# UTKFace's exact ages also fall into, so both sources teach the same classes.
-AGE_CLASSES: tuple[tuple[str, int, int], ...] = (
-    ("0-2", 0, 2),
-    ("3-9", 3, 9),
-    ("10-19", 10, 19),
-    ("20-59", 20, 59),
-    ("60+", 60, 10_000),
-)
+    span = age_span(sample)
+    return span is not None and span[1] <= CHILD_MAX_AGE
 
 
 def age_class(sample) -> int:
     """The index in :data:`AGE_CLASSES` of a sample's age, or -1 where it is unknown or a
     bucket straddles two classes."""
-    m = re.fullmatch(r"(\d+)-(\d+)", sample.age_group or "")
-    if sample.age is not None:
-        lo = hi = sample.age
-    elif m is not None:
-        lo, hi = int(m.group(1)), int(m.group(2))
-    elif re.fullmatch(r"more than (\d+)", sample.age_group or ""):
-        lo = hi = int(sample.age_group.split()[-1])
-    else:
-        return -1
-    for i, (_, a, b) in enumerate(AGE_CLASSES):
-        if a <= lo and hi <= b:
-            return i
-    return -1
+    return band_index(AGE_CLASSES, age_span(sample))
 
 
 def race_name(race: int | str | None) -> str | None:
