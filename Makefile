@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint install bundle peers clean
+.PHONY: demo test lint install bundle peers dlib-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 bundle: install
 	$(BIN)/facegender train --config recipes/default.toml --out runs/default $(if $(RESUME),--resume)
 	$(BIN)/python -m facegender.bundle runs/default
+
+# dlib's descriptors as a teacher for distillation (optional; recipes/dlib_teacher.py).
+dlib-venv:
+	$(PY) -m venv .venv-dlib
+	.venv-dlib/bin/pip install -q dlib-bin==20.0.1.post1 face_recognition_models==0.3.0 \
+		numpy pillow scikit-learn
 
 # The offline peers benchmarks/peers.py compares with (optional; benchmarks/peers/README.md).
 peers:

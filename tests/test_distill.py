@@ -94,3 +94,44 @@ def test_recipe_teachers_are_relative_to_the_recipe_and_default_stays_bundled(tm
     recipe.write_text('data = "d"\nteacher = ["../runs/a", "default"]\n')
     got = read_recipe(recipe)["teacher"]
     assert got == [str((tmp_path / "runs" / "a").resolve()), "default"]
+
+
+def _file_teacher(folder, teacher, rows: dict[str, float]):
+    """A probabilities teacher: ``rows`` (path -> P(female)) and ``teacher``'s held-out list."""
+    folder.mkdir()
+    shutil.copy(teacher / "validation.csv", folder / "validation.csv")
+    lines = ["path,p_female"] + [f"{p},{v}" for p, v in rows.items()]
+    (folder / "probabilities.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_probabilities_file_teaches_every_view_and_joins_the_mean(tiny_config, teacher, tmp_path):
+    cfg = tiny_config(tmp_path / "s", teacher=[str(teacher)])
+    run = tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env())
+    paths = [s.path for s in tr.prepare_data(cfg, lambda m: None, report=False)[1].samples]
+    rng = np.random.default_rng(0)
+    given = dict(zip(paths, rng.uniform(0, 1, len(paths)).round(4), strict=True))
+    files = _file_teacher(tmp_path / "file", teacher, given)
+    both = tr.setup(
+        replace(cfg, out=str(tmp_path / "s2"), teacher=[str(teacher), str(files)]),
+        None,
+        lambda m: None,
+        tr.fgdist.from_env(),
+    ).data.teacher
+    assert np.allclose(
+        both, (run.data.teacher + np.array([given[p] for p in paths])) / 2, atol=1e-6
+    )
+
+
+def test_a_probabilities_file_must_score_every_image_and_state_its_split(
+    tiny_config, teacher, tmp_path
+):
+    cfg = tiny_config(tmp_path / "s")
+    ds = tr.prepare_data(cfg, lambda m: None, report=False)[1]
+    short = _file_teacher(tmp_path / "short", teacher, {s.path: 0.5 for s in ds.samples[1:]})
+    cfg = replace(cfg, teacher=[str(short)])
+    with pytest.raises(ValueError, match="no row for 1 of the run's"):
+        tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env())
+    (short / "validation.csv").unlink()
+    with pytest.raises(ValueError, match="no validation.csv"):
+        tr.setup(cfg, None, lambda m: None, tr.fgdist.from_env())

@@ -214,9 +214,10 @@ class TrainConfig:
     )
     teacher: list[str] = knob(
         factory=list,
-        help="Distil: mix the mean P(female) of these trained checkpoint folders (repeatable) "
-        "into every training target (facegender.distill). They must share this run's "
-        "preprocessing and never have trained on its validation split.",
+        help="Distil: mix the mean P(female) of these teachers (repeatable) into every training "
+        "target (facegender.distill). A teacher is a trained checkpoint folder with this run's "
+        "preprocessing, or a folder with probabilities.csv (path,p_female) from another model; "
+        "either must never have trained on this run's validation split (its validation.csv).",
     )
     distill: float = knob(
         0.5,

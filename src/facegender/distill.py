@@ -6,6 +6,13 @@ trains on, and an image's training target becomes
 for the view drawn. The pass is done once, before the first epoch: on the 2-core CPU it costs
 minutes, where scoring each augmented batch would add a teacher forward pass to every step.
 
+A teacher is a checkpoint folder, or a folder of probabilities that some other model gave
+(``probabilities.csv``: ``path,p_female``, one row per image of the run, beside the
+``validation.csv`` of the images it never fitted on). The second kind lets a model that cannot be
+bundled, too big or too slow, teach one that can: ``recipes/dlib_teacher.py`` writes one from
+dlib's face-recognition descriptors. A file teacher gives each image one probability for
+every view.
+
 Two things are checked before any image is scored, because both would silently spoil a run:
 
 - the teachers' preprocessing must be the run's, since the run's decoded arrays are their input;
@@ -32,6 +39,7 @@ from facegender.model_ref import BUNDLED, resolve_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
 
 VALIDATION_FILE = "validation.csv"
+PROBABILITIES_FILE = "probabilities.csv"
 CACHE_FILE, CACHE_KEY_FILE = "teachers.npy", "teachers.json"
 
 
@@ -49,10 +57,15 @@ def held_out_files(run_dir: Path) -> set[str] | None:
         return {str(Path(row["path"]).resolve()) for row in csv.DictReader(f)}
 
 
+def is_file_teacher(d: Path) -> bool:
+    """Whether a teacher folder holds probabilities (``probabilities.csv``), not a model."""
+    return (d / PROBABILITIES_FILE).is_file() and not (d / WEIGHTS_FILE).is_file()
+
+
 def check_teacher(teacher: str, pre: PreprocessConfig, val_files: list[str]) -> Path:
     """The teacher's folder, or ``ValueError`` when it cannot teach this run (see module doc)."""
-    d = teacher_dir(teacher)
-    theirs = PreprocessConfig.from_dict(read_config(d)["preprocess"])
+    d = Path(teacher) if is_file_teacher(Path(teacher)) else teacher_dir(teacher)
+    theirs = pre if is_file_teacher(d) else PreprocessConfig.from_dict(read_config(d)["preprocess"])
     if theirs != pre:
         raise ValueError(
             f"--teacher {teacher}: its preprocessing ({theirs}) differs from this run's ({pre}); "
@@ -76,22 +89,40 @@ def check_teacher(teacher: str, pre: PreprocessConfig, val_files: list[str]) -> 
     return d
 
 
+def file_probabilities(d: Path, paths: list[str]) -> np.ndarray:
+    """A file teacher's P(female) of each of ``paths``; ``ValueError`` naming a missing one."""
+    with (d / PROBABILITIES_FILE).open(newline="", encoding="utf-8") as f:
+        given = {str(Path(r["path"]).resolve()): float(r["p_female"]) for r in csv.DictReader(f)}
+    keys = [str(Path(p).resolve()) for p in paths]
+    missing = [p for p, k in zip(paths, keys, strict=True) if k not in given]
+    if missing:
+        raise ValueError(
+            f"--teacher {d}: {PROBABILITIES_FILE} has no row for {len(missing)} of the run's "
+            f"{len(paths)} images (e.g. {missing[0]}); it must score every one"
+        )
+    return np.array([given[k] for k in keys], dtype=np.float64)
+
+
 def teacher_probabilities(
     teachers: list[str],
     views: list[np.ndarray],
     pre: PreprocessConfig,
     val_files: list[str],
     bf16: bool = False,
+    paths: list[str] | None = None,
 ) -> np.ndarray:
     """The teachers' mean calibrated P(female) of every image in every view: ``views x N``.
 
     ``bf16``: run the teachers under bfloat16 autocast in NHWC, as the training step does where
     the CPU has fast bfloat16 (the soft targets only need to be close; the graph users get is
-    int8 anyway).
+    int8 anyway). ``paths``: every image's file, in the views' order (for file teachers).
     """
     dirs = [check_teacher(t, pre, val_files) for t in teachers]
     probs = np.zeros((len(views), len(views[0])), dtype=np.float64)
     for d in dirs:
+        if is_file_teacher(d):
+            probs += file_probabilities(d, paths or [])[None, :]
+            continue
         model = load_model(d).to(memory_format=torch.channels_last)
         temperature = float(model.config.get("calibration", {}).get("temperature", 1.0))
         for v, arrays in enumerate(views):
@@ -108,6 +139,7 @@ def cached_probabilities(
     data_key: str,
     bf16: bool = False,
     save: bool = True,
+    paths: list[str] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """:func:`teacher_probabilities`, kept in ``cache_dir`` (a run's ``last/``) under a key of
     the teachers' weights and config, the decoded data (``data_key``) and the precision, so
@@ -117,13 +149,18 @@ def cached_probabilities(
     h = hashlib.sha256(f"{data_key}|bf16={bf16}".encode())
     for t in teachers:
         d = check_teacher(t, pre, val_files)
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
+        names = (
+            (PROBABILITIES_FILE, VALIDATION_FILE)
+            if is_file_teacher(d)
+            else (WEIGHTS_FILE, CONFIG_FILE)
+        )
+        for name in names:
             h.update(hashlib.sha256((d / name).read_bytes()).digest())
     key = h.hexdigest()[:24]
     npy, meta = cache_dir / CACHE_FILE, cache_dir / CACHE_KEY_FILE
     if meta.is_file() and npy.is_file() and json.loads(meta.read_text()).get("key") == key:
         return np.load(npy, allow_pickle=False), True
-    probs = teacher_probabilities(teachers, views, pre, val_files, bf16)
+    probs = teacher_probabilities(teachers, views, pre, val_files, bf16, paths)
     if save:  # the array first, then the key that vouches for it, each replaced atomically
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = npy.with_name(npy.name + ".tmp")

@@ -563,6 +563,7 @@ def _teacher(cfg: TrainConfig, views, samples, va_idx, log, save: bool) -> np.nd
         "|".join(decode_key(samples, pre, crop) for crop in names),
         bf16,
         save,
+        [s.path for s in samples],
     )
     val_y = np.array([s.label for s in val_samples])
     accs = [float(((p[va_idx] > 0.5) == val_y).mean()) for p in probs]
