@@ -120,9 +120,17 @@ def main() -> int:
     sources = np.array([r["source"] for r in rows])
     acc = {s: float(ok[~train & (sources == s)].mean()) for s in sorted(set(sources[~train]))}
     acc_train = float(ok[train].mean())
+    group = np.array(
+        [
+            f"{r['source']} {r.get('race', '')} {'female' if r['label'] == '1' else 'male'}"
+            for r in rows
+        ]
+    )
+    groups = {g: float(ok[~train & (group == g)].mean()) for g in sorted(set(group[~train]))}
     report = {
         "validation_accuracy": float(ok[~train].mean()),
         "validation_per_source": acc,
+        "validation_per_source_race_gender": groups,
         "train_accuracy_cross_fitted": acc_train,
         "images": len(rows),
         "folds": args.folds,

@@ -39,9 +39,10 @@ def write_split(recipe: Path, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "images.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "source", "split"])
+        w.writerow(["path", "label", "source", "race", "split"])
         for i, s in enumerate(ds.samples):
-            w.writerow([s.path, s.label, s.source, "val" if i in held else "train"])
+            split = "val" if i in held else "train"
+            w.writerow([s.path, s.label, s.source, s.race or "", split])
     with (out / "validation.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path"])

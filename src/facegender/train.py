@@ -47,7 +47,7 @@ from facegender.config import PRECISIONS, SCHEDULES, TrainConfig
 from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, decode_key, default_cache_dir
 from facegender.data.manifest import write_manifest
-from facegender.distill import cached_probabilities, soft_targets
+from facegender.distill import cached_probabilities, is_file_teacher, soft_targets
 from facegender.labels import AGE_CLASSES, age_class, age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.mix import mix_batch
@@ -567,7 +567,8 @@ def _teacher(cfg: TrainConfig, views, samples, va_idx, log, save: bool) -> np.nd
     )
     val_y = np.array([s.label for s in val_samples])
     accs = [float(((p[va_idx] > 0.5) == val_y).mean()) for p in probs]
-    done = "read back from last/" if reused else f"{'in bf16 ' if bf16 else ''}in"
+    models_in_bf16 = bf16 and not all(is_file_teacher(Path(t)) for t in cfg.teacher)
+    done = "read back from last/" if reused else f"{'in bf16 ' if models_in_bf16 else ''}in"
     log(
         f"teachers ({len(cfg.teacher)}) scored {probs.shape[1]} images x {len(views)} views "
         f"{done} {time.perf_counter() - t0:.0f}s; validation accuracy "
