@@ -167,6 +167,20 @@ class TrainConfig:
         "split, so faces read as children get softer probabilities. 0: no age head.",
         ge=0.0,
     )
+    progressive_size: int = knob(
+        0,
+        help="Progressive resizing: train the first epoch at this side, px, growing in steps of "
+        "8 to --image-size at --progressive-until of the epochs (facegender.progressive); "
+        "cheaper epochs early. 0: every epoch at --image-size.",
+        ge=0,
+    )
+    progressive_until: float = knob(
+        0.75,
+        help="Share of the epochs after which every batch is at --image-size "
+        "(with --progressive-size).",
+        gt=0.0,
+        le=1.0,
+    )
     ema: float = knob(
         0.0, help="EMA decay of the weights per step (e.g. 0.999); 0 disables.", ge=0.0, lt=1.0
     )
@@ -239,6 +253,11 @@ class TrainConfig:
         if not self.data:
             raise ValueError("no training data: give at least one --data folder or CSV")
         _check_model(self.model)
+        if self.progressive_size >= self.image_size:
+            raise ValueError(
+                f"--progressive-size {self.progressive_size} must be below --image-size "
+                f"{self.image_size} (or 0 to train at one size)"
+            )
 
     def preprocess(self):
         """The :class:`~facegender.preprocess.PreprocessConfig` this run trains with."""

@@ -53,6 +53,7 @@ from facegender.metrics import binary_metrics, expected_calibration_error, fit_t
 from facegender.mix import mix_batch
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig, probability, to_batch
+from facegender.progressive import resize_batch, size_at
 
 
 def face_crop_views(face_crop: str) -> list[str]:
@@ -615,6 +616,11 @@ def _build_model(cfg: TrainConfig, pre: PreprocessConfig, device, log):
         if "age_classes" not in str(e):
             raise
         raise ValueError(f"--age-weight: model {cfg.model!r} has no age head; use fgnet_*") from e
+    if cfg.progressive_size and not model.any_size:
+        raise ValueError(
+            f"--progressive-size: model {cfg.model!r} is built for {cfg.image_size} px inputs "
+            "only; use one that pools globally (fgnet_*)"
+        )
     if cfg.init:
         from facegender.finetune import load_init_weights
 
@@ -686,6 +692,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
         else rng.permutation(tr)
     )
     run.model.train()
+    side = size_at(epoch, cfg.epochs, cfg.image_size, cfg.progressive_size, cfg.progressive_until)
     loss_sum = correct = seen = 0.0
     bar = tqdm(
         range(run.steps_per_epoch),
@@ -702,8 +709,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             group["lr"] = lr
         idx = np.sort(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
         pick = draw_views(len(run.data.views), len(idx), rng)
-        x = to_batch(batch_arrays(run.data.views, idx, pick))
-        x = augment_batch(torch.from_numpy(x), cfg.augment, g)
+        x = resize_batch(torch.from_numpy(to_batch(batch_arrays(run.data.views, idx, pick))), side)
+        x = augment_batch(x, cfg.augment, g)
         mixed, targets = mix_batch(
             x, run.data.targets(idx, pick), cfg.mix, cfg.mix_alpha, cfg.mix_prob, rng
         )
@@ -726,7 +733,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             if m is not None:  # BatchNorm statistics are per rank: keep rank 0's
                 fgdist.broadcast_buffers(m, d)
     lr = run.opt.param_groups[0]["lr"]
-    return {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+    row = {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+    return row | ({"train_size": side} if cfg.progressive_size else {})
 
 
 def batch_ages(data: Data, idx: np.ndarray, mixed: bool) -> np.ndarray:
@@ -793,6 +801,7 @@ def _log_epoch(row: dict, epochs: int, log) -> None:
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
         f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
         f"auc {row['val_auc'] or float('nan'):.4f}  {row['seconds']:.0f}s"
+        + (f"  trained at {row['train_size']} px" if "train_size" in row else "")
     )
 
 

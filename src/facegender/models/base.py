@@ -11,6 +11,10 @@ from torch import nn
 
 
 class FaceGenderNet(nn.Module):
+    # True where the network pools globally, so it takes any input side (what
+    # --progressive-size trains with); False where a layer is sized for image_size
+    any_size: bool = False
+
     def __init__(self, in_chans: int = 3, mean=None, std=None, tta_flip: bool = False):
         super().__init__()
         mean = mean if mean is not None else [0.5] * in_chans

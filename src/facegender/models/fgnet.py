@@ -34,6 +34,8 @@ class BasicBlock(nn.Module):
 
 
 class FGNet(FaceGenderNet):
+    any_size = True  # global average pooling before the head
+
     def __init__(
         self,
         widths=(24, 48, 96, 192),
