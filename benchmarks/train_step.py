@@ -15,6 +15,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def main() -> int:
     write_json(
         args.json,
         {
-            "command": "python benchmarks/train_step.py",
+            "command": " ".join(["python benchmarks/train_step.py", *sys.argv[1:]]),
             "batch_size": args.batch_size,
             "threads": args.threads,
             "steps": args.steps,
