@@ -390,7 +390,37 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--markdown", default=None, help="also write the tables to this file")
     ap.add_argument("--note", default="", help="a paragraph for the --markdown file")
     ap.add_argument("--render", nargs="+", help="write --markdown from these results JSON files")
+    ap.add_argument(
+        "--merge-into",
+        default=None,
+        help="an earlier results JSON of the same faces: replace its rows of the tools in "
+        "--peers (e.g. facegender after a new bundle), keep the other tools' rows, write --json",
+    )
     return ap.parse_args(argv)
+
+
+def merge_into(earlier: dict, result: dict, tools: list[str]) -> dict:
+    """``earlier`` with the rows of ``tools`` taken from ``result``, a run on the same faces.
+
+    Refused when the two runs did not score the same recipe's faces (count and limit), since
+    rows of different faces must not share a table. The command that re-ran the rows is kept
+    beside the earlier command.
+    """
+    same = ("recipe", "limit_per_source", "n")
+    if any(earlier.get(k) != result[k] for k in same):
+        raise SystemExit(
+            "--merge-into: not the same faces ("
+            + ", ".join(f"{k} {earlier.get(k)} vs {result[k]}" for k in same)
+            + ")"
+        )
+    kept = {m: v for m, v in earlier["scores"].items() if m.split("/")[0] not in tools}
+    merged = dict(earlier, scores=kept | result["scores"])
+    merged["methods"] = {m: (result["methods"] | earlier["methods"])[m] for m in merged["scores"]}
+    merged["rows_rerun"] = {t: result["command"] for t in tools}
+    if "facegender" in tools:
+        merged["model"] = result["model"]
+    merged.pop("facegender_rows", None)  # the hand-written note this replaces
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         "methods": {m: METHODS[m] for m in scores},
         "scores": scores,
     }
+    if args.merge_into:
+        result = merge_into(json.loads(Path(args.merge_into).read_text()), result, tools)
     write_json(args.json, result)
     if args.markdown:
         Path(args.markdown).write_text(markdown_doc([result], args.note))
@@ -473,7 +505,11 @@ def _run_section(r: dict) -> str:
     return (
         f"## {r['n']} held-out faces ({faces}): {', '.join(r['methods'])}\n\n"
         f"```bash\n{r['command']}\n```\n\n"
-        f"The validation split of `{r['recipe']}` (never trained on). facegender model: "
+        + "".join(
+            f"The {tool} rows were re-run on the same faces: `{cmd}`.\n\n"
+            for tool, cmd in r.get("rows_rerun", {}).items()
+        )
+        + f"The validation split of `{r['recipe']}` (never trained on). facegender model: "
         f"{model.get('name', '-')} ({model.get('path') or 'bundled'}), trained on this split: "
         f"{model.get('split_matches_recipe', '-')}. Peers: {versions}. CPU: {r['cpu']}. "
         f"Results: `{r.get('json', '-')}`.\n\n{methods}\n\n{report(r['scores'])}"

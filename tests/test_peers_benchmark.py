@@ -127,3 +127,32 @@ def test_facegender_on_a_recipes_split_matches_its_checkpoint(
     predict = result["scores"]["facegender/predict"]["all"]
     assert fallback["found_rate"] == 1 and predict["correct"] <= fallback["correct"]
     assert "facegender/own" in md.read_text() and result["command"] in md.read_text()
+
+
+def _run(scores: dict, n: int = 3000, command: str = "python benchmarks/peers.py") -> dict:
+    methods = {m: f"what {m} is" for m in scores}
+    return {
+        "recipe": "recipes/default.toml",
+        "limit_per_source": 1000,
+        "n": n,
+        "command": command,
+        "model": {"name": "old"},
+        "methods": methods,
+        "scores": scores,
+    }
+
+
+def test_merge_into_replaces_the_rerun_tools_rows_only(bench):
+    earlier = _run({"facegender/own": "old fg", "face-api/crop": "peer"})
+    fresh = _run({"facegender/own": "new fg"}, command="python benchmarks/peers.py --peers x")
+    fresh["model"] = {"name": "new"}
+    merged = bench.merge_into(earlier, fresh, ["facegender"])
+    assert merged["scores"] == {"face-api/crop": "peer", "facegender/own": "new fg"}
+    assert merged["model"] == {"name": "new"} and merged["command"] == earlier["command"]
+    assert merged["rows_rerun"] == {"facegender": fresh["command"]}
+    assert set(merged["methods"]) == set(merged["scores"])
+
+
+def test_merge_into_refuses_other_faces(bench):
+    with pytest.raises(SystemExit, match="not the same faces"):
+        bench.merge_into(_run({"a/b": 1}), _run({"facegender/own": 2}, n=7868), ["facegender"])
