@@ -414,7 +414,8 @@ def merge_into(earlier: dict, result: dict, tools: list[str]) -> dict:
             + ")"
         )
     kept = {m: v for m, v in earlier["scores"].items() if m.split("/")[0] not in tools}
-    merged = dict(earlier, scores=kept | result["scores"])
+    scores = kept | result["scores"]
+    merged = dict(earlier, scores={m: scores[m] for m in METHODS if m in scores})
     merged["methods"] = {m: (result["methods"] | earlier["methods"])[m] for m in merged["scores"]}
     merged["rows_rerun"] = {t: result["command"] for t in tools}
     if "facegender" in tools:
