@@ -148,6 +148,7 @@ def test_merge_into_replaces_the_rerun_tools_rows_only(bench):
     fresh["model"] = {"name": "new"}
     merged = bench.merge_into(earlier, fresh, ["facegender"])
     assert merged["scores"] == {"face-api/crop": "peer", "facegender/own": "new fg"}
+    assert list(merged["scores"]) == ["facegender/own", "face-api/crop"]  # the tables' order
     assert merged["model"] == {"name": "new"} and merged["command"] == earlier["command"]
     assert merged["rows_rerun"] == {"facegender": fresh["command"]}
     assert set(merged["methods"]) == set(merged["scores"])
