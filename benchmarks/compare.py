@@ -41,6 +41,18 @@ def rows(result: dict) -> dict[str, float | str]:
     return out
 
 
+def _read(path: Path) -> dict:
+    """A result file, refused with its name when it is not a three-source bundled_model.py
+    result (the two-source files under benchmarks/results/ have another layout)."""
+    result = json.loads(path.read_text())
+    if not all(f"overall_{v}" in result for v in VIEWS) or "sources" not in result:
+        raise SystemExit(
+            f"{path}: not a benchmarks/bundled_model.py result with own and aligned views "
+            "(an older two-source file?); compare.py reads those only"
+        )
+    return result
+
+
 def table(results: list[dict], names: list[str]) -> str:
     """A markdown table, one row per figure any result has (missing ones are blank)."""
     keys = list(dict.fromkeys(k for r in results for k in r))
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or [p.stem for p in args.results]
     if len(names) != len(args.results):
         ap.error(f"{len(names)} --names for {len(args.results)} result files")
-    figures = [rows(json.loads(p.read_text())) for p in args.results]
+    figures = [rows(_read(p)) for p in args.results]
     print(table(figures, names))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(dict(zip(names, figures, strict=True)), indent=2) + "\n")

@@ -57,3 +57,13 @@ def test_rows_and_table_put_results_side_by_side(tmp_path, capsys):
     assert bench.main([*map(str, files), "--json", str(out)]) == 0
     assert set(json.loads(out.read_text())) == {"a", "b"}
     assert "| overall own | 90.0 | 95.0 |" in capsys.readouterr().out
+
+
+def test_a_file_of_another_layout_is_refused_by_name(tmp_path):
+    import pytest
+
+    mod = _load()
+    old = tmp_path / "two_source.json"
+    old.write_text(json.dumps({"overall": {"accuracy": 0.95}, "per_source": {}}))
+    with pytest.raises(SystemExit, match="two_source.json: not a benchmarks/bundled_model.py"):
+        mod.main([str(old), "--json", str(tmp_path / "c.json")])
