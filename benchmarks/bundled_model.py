@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _heldout import ROOT, heldout_views, split_config
 
 from facegender.checkpoint import write_json
 from facegender.labels import age_group
@@ -36,8 +36,6 @@ from facegender.metrics import (
     group_metrics,
     overconfidence,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def table(title: str, groups: dict) -> str:
@@ -69,33 +67,23 @@ def main() -> int:
 
     from facegender.classifier import load_classifier
     from facegender.preprocess import probability
-    from facegender.train import TrainConfig, prepare_data
 
     members = [load_classifier(m, backend=args.backend) for m in args.model]
     clf, config = members[0], members[0].config
     for m, name in zip(members[1:], args.model[1:], strict=True):
         if m.preprocess != clf.preprocess:
             raise SystemExit(f"{name}: preprocessing differs from {args.model[0]}'s")
-    cfg = TrainConfig.from_dict(config["train_args"])
-    cfg.progress = False
-    if args.model[0] in (None, "default", "fast"):  # recipe paths were absolute: re-point them
-        shared = ROOT.parent / "shared" / "data"
-        cfg.data = [str(shared / Path(d).name) for d in cfg.data]
-    if not all(Path(d).is_dir() for d in cfg.data):
-        print(f"data not found: {cfg.data} (this benchmark needs ../shared/data)", file=sys.stderr)
+    cfg = split_config(config, args.model[0])
+    if cfg is None:
         return 2
-    views, samples, no_face, seconds = {}, None, {}, 0.0
-    for crop in ("own", "aligned"):
-        arrays, ds, _, va_idx = prepare_data(cfg, lambda m: None, report=False, face_crop=crop)
-        samples = [ds.samples[i] for i in va_idx]
-        no_face[crop] = len(set(ds.no_face) & {s.path for s in samples})
-        x = np.ascontiguousarray(arrays[va_idx])
+    arrays, samples, no_face = heldout_views(cfg)
+    views, seconds = {}, 0.0
+    for crop, x in arrays.items():
         t0 = time.perf_counter()
         z = np.mean([m.logits(x, batch_size=256) / m.temperature for m in members], axis=0)
         seconds += time.perf_counter() - t0
         views[crop] = probability(z)
-        if crop == "aligned":
-            outside = black_share(x)
+    outside = black_share(arrays["aligned"])
     y = np.array([s.label for s in samples])
     result = summarise(samples, y, views)
     result["gap_by_outside"] = gap_by_outside(samples, y, views, outside)

@@ -16,7 +16,7 @@ from facegender.classifier import TorchClassifier
 from facegender.data.samples import Sample
 from facegender.export import export_onnx
 from facegender.labels import AGE_CLASSES, age_class
-from facegender.metrics import fit_age_scales
+from facegender.metrics import age_scaled_logits, fit_age_scales
 from facegender.models import create_model
 from facegender.preprocess import PreprocessConfig
 from facegender.runtime import OnnxClassifier
@@ -80,6 +80,9 @@ def test_eval_logits_are_scaled_by_the_expected_age_scale_and_training_ones_are_
         expected = raw * (age.softmax(1) @ m.age_scale)
         assert torch.allclose(scaled, expected, atol=1e-5) and torch.equal(age, age2)
         assert not torch.allclose(scaled, raw)
+        # the numpy copy that benchmarks refit stored logits with computes the model's product
+        stored = age_scaled_logits(raw.numpy(), age.numpy(), m.age_scale.numpy())
+        np.testing.assert_allclose(stored, scaled.numpy(), rtol=1e-4, atol=1e-4)
         assert torch.equal(m(x), scaled)
         m.train()  # training sees the raw logits: the scales do not change them
         torch.manual_seed(0)

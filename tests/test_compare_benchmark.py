@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("compare_bench", ROOT / "benchmarks/compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _result(own: float, aligned: float, child_over: float | None) -> dict:
@@ -37,8 +27,8 @@ def _result(own: float, aligned: float, child_over: float | None) -> dict:
     }
 
 
-def test_rows_and_table_put_results_side_by_side(tmp_path, capsys):
-    bench = _load()
+def test_rows_and_table_put_results_side_by_side(tmp_path, capsys, load_benchmark):
+    bench = load_benchmark("compare")
     a = bench.rows(_result(0.9, 0.88, 0.12))
     assert round(a["fairface predict - own"], 6) == -2.0
     assert a["fairface weakest group"] == "Black female"
@@ -59,10 +49,10 @@ def test_rows_and_table_put_results_side_by_side(tmp_path, capsys):
     assert "| overall own | 90.0 | 95.0 |" in capsys.readouterr().out
 
 
-def test_a_file_of_another_layout_is_refused_by_name(tmp_path):
+def test_a_file_of_another_layout_is_refused_by_name(tmp_path, load_benchmark):
     import pytest
 
-    mod = _load()
+    mod = load_benchmark("compare")
     old = tmp_path / "two_source.json"
     old.write_text(json.dumps({"overall": {"accuracy": 0.95}, "per_source": {}}))
     with pytest.raises(SystemExit, match="two_source.json: not a benchmarks/bundled_model.py"):

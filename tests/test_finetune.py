@@ -3,7 +3,6 @@ and benchmarks/finetune.py end to end on generated data (--smoke)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -87,11 +86,8 @@ def test_finetune_via_python_api_learns(tiny_checkpoint, synthetic_dirs, tmp_pat
     assert conf["metrics"]["validation"]["accuracy"] >= 0.8  # one low-lr epoch keeps what it knew
 
 
-def test_finetune_benchmark_smoke(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: _machine
-    spec = importlib.util.spec_from_file_location("finetune_bench", ROOT / "benchmarks/finetune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_finetune_benchmark_smoke(tmp_path, load_benchmark):
+    mod = load_benchmark("finetune")
     assert mod.main(["--smoke", "--work", str(tmp_path), "--threads", "2"]) == 0
     summary = json.loads((tmp_path / "finetune_smoke.json").read_text())
     rows = {r["model"]: r for r in summary["rows"]}

@@ -8,7 +8,6 @@ ONNX through the same Predictor. The benchmark runs end to end in --smoke mode.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -148,15 +147,8 @@ def test_grayscale_recipe_runs_as_onnx_through_the_same_predictor(seed_runs, syn
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("seeds_benchmark", ROOT / "benchmarks/seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path):
-    bench = _benchmark()
+def test_benchmark_smoke_run_scores_every_model_on_one_unleaked_split(tmp_path, load_benchmark):
+    bench = load_benchmark("seeds")
     out = tmp_path / "seeds"
     argv = ["--smoke", "--only", "seed-002", "--no-report", "--out-dir", str(out)]
     argv += ["--note", "trained beside two other jobs"]

@@ -118,6 +118,17 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp(res.x))
 
 
+def age_scaled_logits(logits: np.ndarray, age_logits: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``logit * (softmax(age_logits) @ scales)``: each face's logit scaled by the age classes'
+    scales, weighted by how sure the age head is of each class. The same product as
+    :meth:`facegender.models.fgnet.FGNet.forward_heads` in eval, for fitting and checking the
+    scales on stored logits without running the model again."""
+    from scipy.special import softmax
+
+    p = softmax(np.asarray(age_logits, dtype=np.float64), axis=1)
+    return np.asarray(logits, dtype=np.float64) * (p @ np.asarray(scales, dtype=np.float64))
+
+
 def fit_age_scales(logits: np.ndarray, age_logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """One logit scale per age class, minimising the validation NLL of
     ``sigmoid(logit * (softmax(age_logits) @ scales))``: a temperature per age the model reads,
