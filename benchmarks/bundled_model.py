@@ -14,14 +14,18 @@ its noise floor (what a perfectly calibrated model would read on a group that sm
 over-confidence (mean confidence minus accuracy) with its bootstrap interval. The own-vs-predict
 difference is also split by how much of predict's crop falls outside the data set's image (black
 fill: pixels that exist in a photo but not in a pre-cut crop).
-Prints markdown tables and writes benchmarks/results/bundled_model.json. Needs ../shared/data.
+Prints markdown tables and writes benchmarks/results/bundled_model.json, and beside it each face's
+probabilities (bundled_model.faces.csv.gz) for ``benchmarks/paired.py``. Needs ../shared/data.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from _heldout import ROOT, heldout_views, split_config
@@ -59,11 +63,18 @@ def main() -> int:
     )
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--json", default=None, help="default: results/bundled_model[_fast].json")
+    ap.add_argument(
+        "--faces",
+        default=None,
+        help="per-face probabilities for benchmarks/paired.py (default: the JSON's name with "
+        ".faces.csv.gz)",
+    )
     args = ap.parse_args()
     results = ROOT / "benchmarks" / "results"
     args.json = args.json or str(
         results / ("bundled_model_fast.json" if args.model == ["fast"] else "bundled_model.json")
     )
+    args.faces = args.faces or str(Path(args.json).with_suffix(".faces.csv.gz"))
 
     from facegender.classifier import load_classifier
     from facegender.preprocess import probability
@@ -98,7 +109,43 @@ def main() -> int:
     )
     print_tables(result)
     write_json(args.json, result)
+    write_faces(args.faces, samples, cfg.data, views)
+    print(f"wrote {args.json} and {args.faces}")
     return 0
+
+
+FACE_COLUMNS = ("face", "source", "label", "age_group", "race", "p_own", "p_predict")
+
+
+def write_faces(path: str, samples, data_dirs, views: dict) -> None:
+    """One row per held-out face: its name under the data root, groups and both probabilities.
+
+    Two models' files, joined on the face, are what ``benchmarks/paired.py`` tests; names are
+    relative to the data folders' parent, so files written on two machines still join.
+    """
+    roots = [Path(d).resolve().parent for d in data_dirs]
+    with gzip.open(path, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FACE_COLUMNS)
+        for i, s in enumerate(samples):
+            w.writerow(
+                (
+                    _relative(Path(s.path).resolve(), roots),
+                    s.source,
+                    s.label,
+                    age_group(s) or "",
+                    s.race or "",
+                    f"{views['own'][i]:.5f}",
+                    f"{views['aligned'][i]:.5f}",
+                )
+            )
+
+
+def _relative(path: Path, roots: list[Path]) -> str:
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.as_posix()
 
 
 # Bins of the share of predict's crop that lies outside the data set's image.

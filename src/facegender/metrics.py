@@ -25,6 +25,42 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
+    """Exact McNemar test of two models scored on the same faces.
+
+    Two accuracies on one split share most of their noise: the faces both models get right or
+    both get wrong say nothing about which is better. Only the discordant faces do, and under
+    "no difference" each of them is a fair coin, so the two-sided binomial test on them is the
+    paired test. It separates a 2-point change in a group of 290 from chance where the two
+    groups' Wilson intervals overlap.
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same faces: {a.shape} vs {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    discordant = a_only + b_only
+    p = binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
+    return {"n": int(a.size), "a_only": a_only, "b_only": b_only, "p_value": float(p)}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: p-values that hold for a whole table of comparisons.
+
+    With 40 groups compared at 0.05, two "significant" differences are expected by chance alone;
+    the adjusted values keep the chance of any false one at the level read.
+    """
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (p.size - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
 def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
     """Per equal-width bin of P(female): count, mean prediction and observed female rate.
 

@@ -1,0 +1,122 @@
+"""Is model B better than model A on the held-out split, or is the difference chance?
+
+    python benchmarks/paired.py benchmarks/results/bundled_model.faces.csv.gz \\
+        benchmarks/results/ablation_3src_45ep.faces.csv.gz --names bundle 45ep
+
+Reads the per-face files that ``benchmarks/bundled_model.py`` writes beside its JSON, joins them
+on the face, and for each crop (own, through predict) and each group (overall, per source, per
+source x race x gender, per source x age band) prints both accuracies, the faces only one of
+the two gets right, and the exact McNemar p-value, raw and Holm-adjusted over the table's
+groups. A paired test is the fair one here: both models see the same faces, so a group's two
+Wilson intervals overlapping does not mean the difference is noise, and a 2-point move in a
+group of 290 faces does not mean it is real. Writes benchmarks/results/paired.json (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facegender.labels import LABELS
+from facegender.metrics import holm, mcnemar
+
+ROOT = Path(__file__).resolve().parents[1]
+CROPS = {"own": "p_own", "predict": "p_predict"}
+
+
+def read_faces(path: Path) -> dict[str, dict]:
+    """``{face: row}`` of one per-face file."""
+    with gzip.open(path, "rt", newline="") as f:
+        return {row["face"]: row for row in csv.DictReader(f)}
+
+
+def join(a: dict[str, dict], b: dict[str, dict]) -> list[tuple[dict, dict]]:
+    """The faces both files score, refused if they disagree on a label (not the same split)."""
+    common = sorted(a.keys() & b.keys())
+    if not common:
+        raise SystemExit("the two files share no face: were they written on the same split?")
+    bad = [f for f in common if a[f]["label"] != b[f]["label"]]
+    if bad:
+        raise SystemExit(f"{len(bad)} faces have different labels in the two files, e.g. {bad[0]}")
+    return [(a[f], b[f]) for f in common]
+
+
+def groups(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Named boolean masks: overall, each source, source x race x gender, source x age band."""
+    keys: dict[str, list[int]] = {"all": list(range(len(rows)))}
+    for i, r in enumerate(rows):
+        src = r["source"]
+        keys.setdefault(src, []).append(i)
+        if r["race"]:
+            keys.setdefault(f"{src} {r['race']} {LABELS[int(r['label'])]}", []).append(i)
+        if r["age_group"]:
+            keys.setdefault(f"{src} age {r['age_group']}", []).append(i)
+    return {k: np.array(v) for k, v in keys.items()}
+
+
+def compare(pairs: list[tuple[dict, dict]]) -> dict[str, list[dict]]:
+    """Per crop: one row per group with both accuracies and the paired test."""
+    rows_a = [a for a, _ in pairs]
+    y = np.array([int(a["label"]) for a in rows_a])
+    masks = groups(rows_a)
+    out = {}
+    for crop, col in CROPS.items():
+        pa = np.array([float(a[col]) for a, _ in pairs])
+        pb = np.array([float(b[col]) for _, b in pairs])
+        ok_a, ok_b = (pa >= 0.5) == y, (pb >= 0.5) == y
+        table = []
+        for name, idx in masks.items():
+            test = mcnemar(ok_a[idx], ok_b[idx])
+            acc_a, acc_b = 100 * ok_a[idx].mean(), 100 * ok_b[idx].mean()
+            table.append({"group": name, "a": acc_a, "b": acc_b, "b - a": acc_b - acc_a, **test})
+        for row, adjusted in zip(table, holm([r["p_value"] for r in table]), strict=True):
+            row["p_holm"] = adjusted
+        out[crop] = table
+    return out
+
+
+def markdown(result: dict[str, list[dict]], names: list[str]) -> str:
+    a, b = names
+    lines = []
+    for crop, table in result.items():
+        lines += [
+            f"\n{crop} crops" if crop == "own" else "\nthrough predict",
+            f"| group | n | {a} | {b} | {b} - {a} | only {a} right | only {b} right | p "
+            "| p (Holm) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in table:
+            lines.append(
+                f"| {r['group']} | {r['n']} | {r['a']:.1f} % | {r['b']:.1f} % | {r['b - a']:+.1f} "
+                f"| {r['a_only']} | {r['b_only']} | {r['p_value']:.3f} | {r['p_holm']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("a", type=Path, help="per-face file of model A (*.faces.csv.gz)")
+    ap.add_argument("b", type=Path, help="per-face file of model B")
+    ap.add_argument("--names", nargs=2, default=None, help="column names (default: file stems)")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/paired.json")
+    args = ap.parse_args(argv)
+    for p in (args.a, args.b):
+        if not p.is_file():
+            ap.error(f"{p}: no such file (benchmarks/bundled_model.py writes it beside its JSON)")
+    names = args.names or [p.name.split(".")[0] for p in (args.a, args.b)]
+    result = compare(join(read_faces(args.a), read_faces(args.b)))
+    print(markdown(result, names))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    record = {"a": str(args.a), "b": str(args.b), "names": names, **result}
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
