@@ -6,10 +6,11 @@
 Reads the per-face files that ``benchmarks/bundled_model.py`` writes beside its JSON, joins them
 on the face, and for each crop (own, through predict) and each group (overall, per source, per
 source x race x gender, per source x age band) prints both accuracies, the faces only one of
-the two gets right, and the exact McNemar p-value, raw and Holm-adjusted over the table's
-groups. A paired test is the fair one here: both models see the same faces, so a group's two
-Wilson intervals overlapping does not mean the difference is noise, and a 2-point move in a
-group of 290 faces does not mean it is real. Writes benchmarks/results/paired.json (``--json``).
+the two gets right, and the exact McNemar p-value, raw and Holm-adjusted within its family
+(the headline rows: overall and each source; the subgroups). A paired test is the fair one
+here: both models see the same faces, so a group's two Wilson intervals overlapping does not
+mean the difference is noise, and a 2-point move in a group of 290 faces does not mean it is
+real. Writes benchmarks/results/paired.json (``--json``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,21 @@ def groups(rows: list[dict]) -> dict[str, np.ndarray]:
             keys.setdefault(f"{src} {r['race']} {LABELS[int(r['label'])]}", []).append(i)
         if r["age_group"]:
             keys.setdefault(f"{src} age {r['age_group']}", []).append(i)
-    return {k: np.array(v) for k, v in keys.items()}
+    return {k: np.array(keys[k]) for k in sorted(keys, key=_order)}
+
+
+def _order(name: str) -> tuple:
+    """Overall first, then per source: the source, its race x gender groups, its age bands
+    youngest first (FairFace's ``more than 70`` sorts by its number too)."""
+    if name == "all":
+        return ("",)
+    src, _, rest = name.partition(" ")
+    if not rest:
+        return (src, 0)
+    if rest.startswith("age "):
+        digits = re.search(r"\d+", rest)
+        return (src, 2, int(digits.group()) if digits else 999, rest)
+    return (src, 1, rest)
 
 
 def compare(pairs: list[tuple[dict, dict]]) -> dict[str, list[dict]]:
@@ -74,10 +90,19 @@ def compare(pairs: list[tuple[dict, dict]]) -> dict[str, list[dict]]:
             test = mcnemar(ok_a[idx], ok_b[idx])
             acc_a, acc_b = 100 * ok_a[idx].mean(), 100 * ok_b[idx].mean()
             table.append({"group": name, "a": acc_a, "b": acc_b, "b - a": acc_b - acc_a, **test})
-        for row, adjusted in zip(table, holm([r["p_value"] for r in table]), strict=True):
-            row["p_holm"] = adjusted
+        _adjust(table, sources={r["source"] for r in rows_a})
         out[crop] = table
     return out
+
+
+def _adjust(table: list[dict], sources: set[str]) -> None:
+    """Holm-adjusted p-values within two families: the headline rows (overall and each source,
+    the ones a bundle is chosen on) and the subgroups (race x gender, age bands), so that the
+    dozens of subgroups do not dilute the few comparisons decided on."""
+    for family in ("headline", "subgroup"):
+        rows = [r for r in table if (r["group"] in sources | {"all"}) == (family == "headline")]
+        for row, adjusted in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
+            row["family"], row["p_holm"] = family, adjusted
 
 
 def markdown(result: dict[str, list[dict]], names: list[str]) -> str:
