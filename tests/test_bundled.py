@@ -26,3 +26,14 @@ def test_default_is_the_int8_graph_and_fast_its_alias():
     assert default.temperature == fast.temperature == config["calibration"]["temperature"]
     x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     np.testing.assert_array_equal(default.logits(x), fast.logits(x))
+
+
+def test_bundled_files_fit_the_size_budget():
+    """Every file the package ships for the model, together, within 5 MB (issue 15's bar): a
+    wider model that trains better but does not fit is not a bundle."""
+    try:
+        folder = load_classifier().path.parent
+    except FileNotFoundError:
+        pytest.skip("no bundled model in this checkout")
+    total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert 0 < total <= 5_000_000, f"{total / 1e6:.2f} MB in {folder}"
