@@ -82,3 +82,25 @@ def test_paired_refuses_files_from_different_splits(benches, tmp_path):
     rows = paired.read_faces(tmp_path / "a.faces.csv.gz")
     assert set(rows) == {f"utkface/{i}.jpg" for i in range(4)}  # names relative to the data root
     assert rows["utkface/1.jpg"]["age_group"] == "20-39"
+
+
+def test_paired_crops_finds_a_gap_through_predict_in_one_age_band(benches, tmp_path):
+    bundled, paired = benches
+    data = tmp_path / "utkface"
+    ages = [8] * 60 + [30] * 200
+    samples = [Sample(str(data / f"{i}.jpg"), i % 2, "utkface", age=a) for i, a in enumerate(ages)]
+    y = np.array([s.label for s in samples])
+    own = np.where(y == 1, 0.8, 0.2)
+    child = np.array(ages) < 13
+    through = np.where(child & (np.arange(len(y)) % 3 == 0), 1 - own, own)  # 20 children lost
+    path = tmp_path / "m.faces.csv.gz"
+    bundled.write_faces(str(path), samples, [str(data)], {"own": own, "aligned": through})
+    out = tmp_path / "crops.json"
+    assert paired.main(["--crops", str(path), "--json", str(out)]) == 0
+    rows = {r["group"]: r for r in json.loads(out.read_text())["own vs predict"]}
+    child_band = next(g for g in rows if g.startswith("utkface age 4"))
+    assert (rows[child_band]["a_only"], rows[child_band]["b_only"]) == (20, 0)
+    assert rows[child_band]["p_value"] < 1e-5
+    assert rows["utkface age 20-39"]["a_only"] == rows["utkface age 20-39"]["b_only"] == 0
+    with pytest.raises(SystemExit):
+        paired.main(["--crops", str(path), str(path)])
