@@ -78,7 +78,7 @@ def common_split(default_cfg, log=log):
     cache = Path(default_cfg.cache_dir) if default_cfg.cache_dir else default_cache_dir()
     ds = read_data(default_cfg.data)
     _, kept = decode_dataset(ds, default_cfg.preprocess(), cache, progress=False)
-    tr, va = split_validation(kept, default_cfg.val_split, default_cfg.seed)
+    tr, va = split_validation(kept, default_cfg.val_split, default_cfg.val_seed)
     log(
         f"common split: {len(va)} held out, {len(tr)} in the training pool, "
         f"{len(kept.skipped)} files dropped (unreadable, unlabelled or duplicate content)"
@@ -122,9 +122,12 @@ def check_default(model_dir: Path, default_cfg, n_heldout: int) -> None:
     problems = []
     if [Path(d).name for d in ta.get("data", [])] != [Path(d).name for d in default_cfg.data]:
         problems.append(f"data {ta.get('data')} is not {default_cfg.data}")
-    for key in ("val_split", "seed"):
-        if ta.get(key) != getattr(default_cfg, key):
-            problems.append(f"{key} {ta.get(key)} is not {getattr(default_cfg, key)}")
+    if ta.get("val_split") != default_cfg.val_split:
+        problems.append(f"val_split {ta.get('val_split')} is not {default_cfg.val_split}")
+    split_seed = ta.get("split_seed", -1)
+    val_seed = ta.get("seed") if split_seed < 0 else split_seed
+    if val_seed != default_cfg.val_seed:
+        problems.append(f"its split seed {val_seed} is not {default_cfg.val_seed}")
     if ta.get("val"):
         problems.append(f"it used an explicit --val {ta['val']}")
     n_val = config.get("data", {}).get("val")
@@ -551,7 +554,7 @@ def _run(args, data_root: Path | None) -> int:
         "split": {
             "recipe": "recipes/default.toml",
             "val_split": default_cfg.val_split,
-            "seed": default_cfg.seed,
+            "seed": default_cfg.val_seed,
             "sources": [Path(d).name for d in default_cfg.data],
             "heldout": len(heldout),
             "heldout_per_source": {

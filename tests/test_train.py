@@ -227,3 +227,19 @@ def test_age_balance_keeps_source_shares_and_draws_rare_ages_more():
     assert w[100:104].sum() / w[:104].sum() == pytest.approx(2 / 16)
     with pytest.raises(ValueError, match="balance"):
         sample_weights(DataSet(samples), [0, 1], "race")
+
+
+def test_split_seed_holds_the_validation_faces_while_seed_changes_the_rest(tiny_config, tmp_path):
+    from facegender.train import prepare_data
+
+    def held_out(**kw):
+        cfg = tiny_config(tmp_path / "s", max_train=0, **kw)
+        _, ds, _, va = prepare_data(cfg, lambda m: None, report=False)
+        return {ds.samples[i].path for i in va}
+
+    base = held_out(seed=0)
+    assert held_out(seed=7, split_seed=0) == base
+    assert held_out(seed=7) != base  # without it, a new seed draws a new split
+    assert tiny_config(tmp_path / "s", seed=3).val_seed == 3
+    with pytest.raises(ValueError, match="split_seed must be >= -1"):
+        tiny_config(tmp_path / "s", split_seed=-2)

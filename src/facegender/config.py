@@ -203,6 +203,12 @@ class TrainConfig:
     )
     tta_flip: bool = knob(True, help="Average the logits of the image and its mirror at inference.")
     seed: int = knob(0, help="Seed of the split, initial weights, order and augmentation.")
+    split_seed: int = knob(
+        -1,
+        help="Seed of the validation split alone (-1: --seed), so that runs with other --seed "
+        "values are scored on the same held-out faces and can be compared in pairs.",
+        ge=-1,
+    )
     threads: int = knob(0, help="Torch threads; 0 = all.", ge=0)
     max_train: int = knob(0, help="Use at most N training images (quick runs); 0 = all.", ge=0)
     cache_dir: str | None = knob(None, help="Decoded-image cache (default ~/.cache/facegender).")
@@ -267,6 +273,11 @@ class TrainConfig:
         return PreprocessConfig(
             self.image_size, self.crop, self.grayscale, (0.5,) * ch, (0.25,) * ch
         )
+
+    @property
+    def val_seed(self) -> int:
+        """The seed the validation split is drawn with: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     def to_dict(self) -> dict:
         return asdict(self)

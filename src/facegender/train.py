@@ -341,7 +341,7 @@ def prepare_data(
     elif split is not None:
         tr_idx, va_idx = sorted(int(i) for i in split[0]), sorted(int(i) for i in split[1])
     else:
-        tr_idx, va_idx = split_validation(train_ds, cfg.val_split, cfg.seed)
+        tr_idx, va_idx = split_validation(train_ds, cfg.val_split, cfg.val_seed)
     if cfg.max_train and len(tr_idx) > cfg.max_train:
         rng = np.random.default_rng(cfg.seed)
         tr_idx = sorted(rng.choice(tr_idx, cfg.max_train, replace=False).tolist())
