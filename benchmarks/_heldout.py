@@ -24,11 +24,12 @@ def split_config(config: dict, model_arg: str | None):
     The bundled model's recipe paths were absolute on the machine that trained it, so for the
     bundled models they are re-pointed at ``../shared/data``.
     """
+    from facegender.model_ref import BUNDLED
     from facegender.train import TrainConfig
 
     cfg = TrainConfig.from_dict(config["train_args"])
     cfg.progress = False
-    if model_arg in (None, "default", "fast"):
+    if model_arg is None or model_arg in BUNDLED:
         shared = ROOT.parent / "shared" / "data"
         cfg.data = [str(shared / Path(d).name) for d in cfg.data]
     if not all(Path(d).is_dir() for d in cfg.data):

@@ -1,7 +1,7 @@
 """Accuracy of the bundled model on its held-out validation split, per source and per group,
 on each data set's own crops and through ``predict``'s detector + alignment.
 
-    python benchmarks/bundled_model.py [--model DIR|fast] [--backend auto|torch|onnx]
+    python benchmarks/bundled_model.py [--model DIR|fast|accurate] [--backend auto|torch|onnx]
     python benchmarks/bundled_model.py --model runs/a runs/b    # ensemble: mean calibrated logit
 
 Re-creates the validation split from the checkpoint's own training args (same data, seed and
@@ -40,6 +40,7 @@ from facegender.metrics import (
     group_metrics,
     overconfidence,
 )
+from facegender.model_ref import BUNDLED
 
 
 def table(title: str, groups: dict) -> str:
@@ -58,11 +59,14 @@ def main() -> int:
         "--model",
         nargs="+",
         default=[None],
-        help="checkpoint folder, or `fast` (default: bundled model); several: their ensemble "
+        help="checkpoint folder or a bundled name (default: the bundled model); several: their "
+        "ensemble "
         "(mean of logit / temperature), all on the first one's split and preprocessing",
     )
     ap.add_argument("--backend", default="auto")
-    ap.add_argument("--json", default=None, help="default: results/bundled_model[_fast].json")
+    ap.add_argument(
+        "--json", default=None, help="default: results/bundled_model[_NAME].json, NAME not default"
+    )
     ap.add_argument(
         "--faces",
         default=None,
@@ -71,8 +75,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     results = ROOT / "benchmarks" / "results"
+    name = args.model[0] if len(args.model) == 1 and args.model[0] in BUNDLED else "default"
     args.json = args.json or str(
-        results / ("bundled_model_fast.json" if args.model == ["fast"] else "bundled_model.json")
+        results / ("bundled_model.json" if name == "default" else f"bundled_model_{name}.json")
     )
     args.faces = args.faces or str(Path(args.json).with_suffix(".faces.csv.gz"))
 

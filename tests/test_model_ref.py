@@ -57,7 +57,7 @@ def test_resolver_kinds(refs, tiny_checkpoint):
     assert resolve_model(f) is f  # a resolved reference passes through
     with pytest.raises(ValueError, match="is an ONNX graph"):
         f.checkpoint_dir()
-    assert set(BUNDLED) == {"default", "fast"}
+    assert set(BUNDLED) == {"default", "fast", "accurate"}
 
 
 def test_fast_is_the_old_graph_while_installed_else_the_defaults_alias(

@@ -231,7 +231,8 @@ def test_int8_model_tracks_fp32(onnx_checkpoint, synthetic_dirs):
 def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monkeypatch):
     """bundle() writes float16 weights and, as model.onnx, the int8 no-TTA graph with its own
     calibration in config.json; an older bundle's model.fast.onnx is removed, and `fast` is then
-    an alias of the bundled folder."""
+    an alias of the bundled folder. `accurate` is the int8 graph with flip TTA inside and its
+    own calibration in its metadata."""
     import facegender.model_ref
     from facegender.bundle import bundle
     from facegender.checkpoint import FAST_ONNX_FILE
@@ -242,7 +243,7 @@ def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monke
     dest.mkdir()
     (dest / FAST_ONNX_FILE).write_bytes(b"stale")
     bundle(tiny_checkpoint, dest)
-    assert sorted(f.name for f in dest.glob("*.onnx")) == ["model.onnx"]
+    assert sorted(f.name for f in dest.glob("*.onnx")) == ["model.accurate.onnx", "model.onnx"]
     run = json.loads((tiny_checkpoint / "config.json").read_text())
     config = json.loads((dest / "config.json").read_text())
     assert run["model"]["kwargs"]["tta_flip"] is True
@@ -262,3 +263,14 @@ def test_bundle_ships_the_int8_graph_as_default(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(facegender.model_ref, "bundled_model_dir", lambda: dest)
     refs = {(r.kind, r.folder, r.graph) for r in map(resolve_model, ("fast", "default", None))}
     assert refs == {("checkpoint", dest, dest / "model.onnx")}  # fast: the default's alias
+    accurate = load_classifier("accurate")
+    assert accurate.path == dest / "model.accurate.onnx"
+    own = accurate.config["calibration"]
+    assert accurate.config["model"]["kwargs"]["tta_flip"] is True
+    assert own["graph"].endswith("with flip TTA") and accurate.temperature == own["temperature"]
+    assert json.loads((dest / "config.json").read_text()) == config  # the default's untouched
+    # flip TTA inside the graph: a face and its mirror get the same answer, as they do not
+    # without it (a trained model is not mirror-symmetric by itself)
+    mirrored = x[:, :, ::-1]
+    gap = np.abs(accurate.logits(x) - accurate.logits(mirrored)).mean()
+    assert gap < 0.25 * np.abs(z8 - int8.logits(mirrored)).mean()

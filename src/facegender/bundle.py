@@ -3,11 +3,13 @@
 The bundled ``model.onnx`` (what ``default`` and its alias ``fast`` run) is the run's weights
 without flip TTA, quantised to int8 (static QDQ, per-channel 7-bit weights, calibrated on 512
 training images), with a temperature refitted on the validation split. Chosen by measurement
-(``benchmarks/throughput.py``, ``benchmarks/bundled_model.py``): flip TTA doubled the cost and
-bought no measurable accuracy, and int8 matched float32 on the held-out split at 2.5-5x the
-faces/s. ``model.safetensors`` (float16, the same weights) stays beside it for the PyTorch
-backend (``--backend torch``: float32 arithmetic, no TTA), which explanations and re-exports need;
-no second ONNX graph is shipped, because none earned its place.
+(``benchmarks/throughput.py``, ``benchmarks/bundled_model.py``): int8 matched float32 on the
+held-out split at 2.5-5x the faces/s. ``model.accurate.onnx`` (``--model accurate``) is the
+same int8 weights with flip TTA inside the graph and its own temperature: on the three-source
+model it earned its place on pre-cut crops (+0.9 points on FairFace, paired; MODEL_CARD.md)
+at half the faces/s, so the default stays the fast graph. ``model.safetensors`` (float16, the
+same weights) stays beside them for the PyTorch backend (``--backend torch``: float32
+arithmetic, no TTA), which explanations and re-exports need.
 The accuracy of the run and of each bundled backend on the validation split is printed.
 """
 
@@ -20,11 +22,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from facegender.checkpoint import CONFIG_FILE, FAST_ONNX_FILE, ONNX_FILE, WEIGHTS_FILE, write_json
+from facegender.checkpoint import (
+    ACCURATE_ONNX_FILE,
+    CONFIG_FILE,
+    FAST_ONNX_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    write_json,
+)
 from facegender.model_ref import bundled_model_dir
 
 EXTRAS = ("curves.png", "history.csv", "history.json")
-DEFAULT_GRAPH = "int8, 7-bit per-channel weights, no flip TTA"
 
 
 def bundle(run: Path, dest: Path | None = None) -> Path:
@@ -38,7 +46,11 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
     (dest / FAST_ONNX_FILE).unlink(missing_ok=True)  # an older bundle's second graph
     state, half = _write_half_weights(run, dest)
     config["model"].setdefault("kwargs", {})["tta_flip"] = False
-    config["bundled"] = {"from_run": run.name, "weights_dtype": "float16", "graph": DEFAULT_GRAPH}
+    config["bundled"] = {
+        "from_run": run.name,
+        "weights_dtype": "float16",
+        "graph": graph_name(False),
+    }
     write_json(dest / CONFIG_FILE, config)
     for name in EXTRAS:
         if (run / name).exists():
@@ -53,9 +65,7 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
     data = [_validation_data(config, view) for view in views]
     arrays, labels, tr_idx, va_idx, ages = data[0]
     _refit_age_scales(dest, [d[0][d[3]] for d in data], labels[va_idx], ages[va_idx])
-    write_default_graph(
-        dest, arrays[_sample(tr_idx, 512)], [d[0][d[3]] for d in data], labels[va_idx]
-    )
+    _write_graphs(dest, data, flips=(False, True))
     _compare_on_validation(run, dest, arrays[va_idx], labels[va_idx])
     for f in sorted(dest.iterdir()):
         print(f"  {f.name:20s} {f.stat().st_size / 1e6:6.2f} MB")
@@ -122,31 +132,49 @@ def _sample(idx, n: int, seed: int = 0):
     return np.sort(np.random.default_rng(seed).permutation(idx)[:n])
 
 
-def write_default_graph(dest: Path, calib, val_views: list, val_labels) -> Path:
-    """``dest/model.onnx``: int8 without flip TTA, temperature refitted on the validation split.
+def add_accurate_graph(dest: Path) -> Path:
+    """Write ``model.accurate.onnx`` into an existing bundle, leaving its weights, its default
+    graph and ``config.json`` as they are (a bundle made before the accurate graph existed)."""
+    from facegender.train import face_crop_views
 
-    ``val_views``: the validation images in each crop the run trained on; as in training, one
-    temperature is fitted on all of them. ``config.json`` gets the same calibration, because in
-    a checkpoint folder it is the truth for every backend.
-    """
+    config = json.loads((dest / CONFIG_FILE).read_text())
+    views = face_crop_views(config["train_args"].get("face_crop", "own"))
+    return _write_graphs(dest, [_validation_data(config, v) for v in views], flips=(True,))
+
+
+def _write_graphs(dest: Path, data: list, flips: tuple[bool, ...]) -> Path:
+    """The int8 graphs for ``flips``, calibrated on 512 training images of the first view and
+    temperature-fitted on the validation split of every view (``_validation_data`` each)."""
+    arrays, labels, tr_idx, va_idx, _ = data[0]
+    calib, val_views = arrays[_sample(tr_idx, 512)], [d[0][d[3]] for d in data]
+    return [write_graph(dest, calib, val_views, labels[va_idx], f) for f in flips][-1]
+
+
+def write_graph(dest: Path, calib, val_views: list, val_labels, tta_flip: bool) -> Path:
+    """One int8 graph of ``dest``'s weights: ``model.onnx`` without flip TTA (its calibration
+    also in ``config.json``), or ``model.accurate.onnx`` with it, whose calibration lives only
+    in its own metadata (a second graph in a folder is read by its metadata; runtime.py)."""
+    import copy
+
     import numpy as np
-    import onnx
 
-    from facegender.export import export_onnx, metadata, set_metadata
+    from facegender.export import export_onnx
     from facegender.metrics import expected_calibration_error, fit_temperature
     from facegender.preprocess import probability
     from facegender.quantize import quantize_int8
-    from facegender.runtime import WEIGHTS_HASH_KEY, OnnxClassifier
+    from facegender.runtime import OnnxClassifier
 
-    config = json.loads((dest / CONFIG_FILE).read_text())
+    config = copy.deepcopy(json.loads((dest / CONFIG_FILE).read_text()))
+    config["model"]["kwargs"]["tta_flip"] = tta_flip
+    name = graph_name(tta_flip)
     with tempfile.TemporaryDirectory(prefix="fg-bundle-") as tmp:
         work = Path(tmp)
-        fp32 = export_onnx(dest, out=work / ONNX_FILE)
+        write_json(work / CONFIG_FILE, config)  # the weights with this graph's flip TTA
+        shutil.copy2(dest / WEIGHTS_FILE, work / WEIGHTS_FILE)
+        fp32 = export_onnx(work, out=work / ONNX_FILE)
         out = quantize_int8(fp32, arrays=calib, out=work / "model.int8.onnx")
-        clf = OnnxClassifier.load(out)
-        logits = [clf.logits(v) for v in val_views]
-        y = np.tile(val_labels, len(val_views))
-        t = fit_temperature(np.concatenate(logits), y)
+        logits = [OnnxClassifier.load(out).logits(v) for v in val_views]
+        t = fit_temperature(np.concatenate(logits), np.tile(val_labels, len(val_views)))
         p_raw, p_cal = probability(logits[0], 1.0), probability(logits[0], t)
         config["calibration"] = {
             **config.get("calibration", {}),  # the age classes' scales, where there are some
@@ -154,19 +182,35 @@ def write_default_graph(dest: Path, calib, val_views: list, val_labels) -> Path:
             "ece_before": expected_calibration_error(val_labels, p_raw),
             "ece_after": expected_calibration_error(val_labels, p_cal),
             "fitted_on": "validation split",
-            "graph": DEFAULT_GRAPH,
+            "graph": name,
         }
-        write_json(dest / CONFIG_FILE, config)
-        graph = onnx.load(str(out))
-        sha = {p.key: p.value for p in graph.metadata_props}.get(WEIGHTS_HASH_KEY)
-        set_metadata(graph, metadata(config, sha))
-        onnx.save(graph, str(dest / ONNX_FILE))
+        if not tta_flip:
+            write_json(dest / CONFIG_FILE, config)
+        target = dest / (ACCURATE_ONNX_FILE if tta_flip else ONNX_FILE)
+        _save_with_config(out, config, target)
     cal = config["calibration"]
     print(
-        f"default graph ({DEFAULT_GRAPH}): T={t:.3f}, "
+        f"{target.name} ({name}): T={t:.3f}, "
         f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} on the validation split"
     )
-    return dest / ONNX_FILE
+    return target
+
+
+def graph_name(tta_flip: bool) -> str:
+    return f"int8, 7-bit per-channel weights, {'with' if tta_flip else 'no'} flip TTA"
+
+
+def _save_with_config(graph_file: Path, config: dict, target: Path) -> None:
+    """``graph_file`` saved as ``target``, with ``config`` and its weights' hash as metadata."""
+    import onnx
+
+    from facegender.export import metadata, set_metadata
+    from facegender.runtime import WEIGHTS_HASH_KEY
+
+    graph = onnx.load(str(graph_file))
+    sha = {p.key: p.value for p in graph.metadata_props}.get(WEIGHTS_HASH_KEY)
+    set_metadata(graph, metadata(config, sha))
+    onnx.save(graph, str(target))
 
 
 def _compare_on_validation(run: Path, dest: Path, arrays, y) -> None:
@@ -188,8 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dest", type=Path, default=None, help="default: the package's weights/default"
     )
+    ap.add_argument(
+        "--add-accurate",
+        action="store_true",
+        help="RUN is an existing bundle: only add its model.accurate.onnx (flip TTA inside)",
+    )
     args = ap.parse_args(argv)
-    bundle(args.run, args.dest)
+    if args.add_accurate:
+        add_accurate_graph(args.run)
+    else:
+        bundle(args.run, args.dest)
     return 0
 
 

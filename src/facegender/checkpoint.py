@@ -21,6 +21,7 @@ CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
 # Where bundles before the default became the int8 graph kept it (bundle.py now removes it).
 FAST_ONNX_FILE = "model.fast.onnx"
+ACCURATE_ONNX_FILE = "model.accurate.onnx"  # the bundle's int8 graph with flip TTA inside
 
 
 def checkpoint_dir(path: str | Path | None) -> Path:

@@ -14,13 +14,24 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from facegender.checkpoint import CONFIG_FILE, FAST_ONNX_FILE, ONNX_FILE, WEIGHTS_FILE
+from facegender.checkpoint import (
+    ACCURATE_ONNX_FILE,
+    CONFIG_FILE,
+    FAST_ONNX_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+)
 
 # Bundled model name -> what it runs inside the bundled folder: the first of these that is there,
 # a graph file, or None for the folder as a checkpoint (its model.onnx, else PyTorch). The first
 # name is what None means. ``default``'s model.onnx is the int8 graph (bundle.py); ``fast`` is
-# its alias, or an older bundle's separate model.fast.onnx while one is installed.
-BUNDLED: dict[str, tuple[str | None, ...]] = {"default": (None,), "fast": (FAST_ONNX_FILE, None)}
+# its alias, or an older bundle's separate model.fast.onnx while one is installed; ``accurate``
+# is the same weights with flip TTA inside the graph (half the faces/s).
+BUNDLED: dict[str, tuple[str | None, ...]] = {
+    "default": (None,),
+    "fast": (FAST_ONNX_FILE, None),
+    "accurate": (ACCURATE_ONNX_FILE,),
+}
 KINDS = ("checkpoint", "onnx")
 HOW = f"give a checkpoint folder, an .onnx file or a bundled name ({', '.join(BUNDLED)})"
 
