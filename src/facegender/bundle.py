@@ -167,6 +167,8 @@ def write_graph(dest: Path, calib, val_views: list, val_labels, tta_flip: bool) 
     config = copy.deepcopy(json.loads((dest / CONFIG_FILE).read_text()))
     config["model"]["kwargs"]["tta_flip"] = tta_flip
     name = graph_name(tta_flip)
+    if "bundled" in config:
+        config["bundled"]["graph"] = name
     with tempfile.TemporaryDirectory(prefix="fg-bundle-") as tmp:
         work = Path(tmp)
         write_json(work / CONFIG_FILE, config)  # the weights with this graph's flip TTA
