@@ -11,11 +11,14 @@ runtime starts), under each condition:
           batch job beside other work: the case the issue measured 10-20x slow-downs in);
   busy2   two burning processes, the child not pinned.
 
-Thread settings: ``old`` (the detector's OpenMP default of every core, onnxruntime's default
-pool, spinning: what facegender did before issue 16), ``passive`` (the same with
-``OMP_WAIT_POLICY=passive``), ``new`` (today's default, :mod:`facegender.cpu`: one OpenMP
-thread per detection, classifier threads from the worker count, no spinning) and ``new+spin``
-(the same with onnxruntime's pool spinning). Each child times a YuNet
+Settings (detector backend and threads):
+``old`` (libfacedetection's own code from ``yuface``, ``yunet-lib``, with OpenMP's default of
+every core, and onnxruntime's default pool, spinning: facegender before issue 16), ``passive``
+(the same with ``OMP_WAIT_POLICY=passive``), ``lib`` (``yunet-lib`` on one OpenMP thread, the
+classifier's threads from the worker count, no spinning: the default until the detector moved
+onto onnxruntime), ``new`` (today's default, :mod:`facegender.cpu`: the shipped YuNet graph on
+one onnxruntime thread, the rest as ``lib``) and ``new+spin`` (the same with the classifier's
+pool spinning). Each child times a YuNet
 detection of a 200 x 200 face crop, a detection of the 640 x 480 photo, ``Predictor().predict``
 of the photo's JPEG bytes (decode, detect, align, classify; two faces) and the reference
 workload of ``_machine.py``, and reports medians. Ratios (busy / free, pinned / free, and each
@@ -42,16 +45,20 @@ from facegender.cpu import DETECTOR_THREADS, classifier_threads
 
 HERE = Path(__file__).resolve().parent
 # detector_threads 0: OpenMP's default team; threads 0: onnxruntime's default pool, None: the rule
+_LIB, _GRAPH = {"detector": "yunet-lib"}, {"detector": "yunet"}
+_RULE = {"detector_threads": DETECTOR_THREADS, "threads": None}
 SETTINGS = {
-    "old": {"env": {}, "detector_threads": 0, "threads": 0, "spin": True},
+    "old": {"env": {}, **_LIB, "detector_threads": 0, "threads": 0, "spin": True},
     "passive": {
         "env": {"OMP_WAIT_POLICY": "passive"},
+        **_LIB,
         "detector_threads": 0,
         "threads": 0,
         "spin": True,
     },
-    "new": {"env": {}, "detector_threads": DETECTOR_THREADS, "threads": None, "spin": False},
-    "new+spin": {"env": {}, "detector_threads": DETECTOR_THREADS, "threads": None, "spin": True},
+    "lib": {"env": {}, **_LIB, **_RULE, "spin": False},
+    "new": {"env": {}, **_GRAPH, **_RULE, "spin": False},
+    "new+spin": {"env": {}, **_GRAPH, **_RULE, "spin": True},
 }
 CONDITIONS = ("free", "pinned", "busy", "busy2")
 
@@ -99,7 +106,7 @@ def child(setting: str, model: str | None, seconds: float) -> dict:
     """Runs in the child process: time everything under this process's conditions."""
     from _machine import reference_ms
 
-    from facegender.detect import YuNetDetector
+    from facegender.detect import get_detector
     from facegender.predict import Predictor
     from facegender.preprocess import open_image
 
@@ -107,9 +114,10 @@ def child(setting: str, model: str | None, seconds: float) -> dict:
     threads = classifier_threads() if s["threads"] is None else s["threads"]
     pred = Predictor(
         classifier=_classifier(model, threads, s["spin"]),
+        detector=s["detector"],
         detector_threads=s["detector_threads"],
     )
-    det = YuNetDetector(threads=s["detector_threads"])
+    det = get_detector(s["detector"], threads=s["detector_threads"])
     data, face = photo_jpeg()
     frame = np.asarray(open_image(data))
     faces = len(pred.predict(data).faces)

@@ -58,17 +58,17 @@ def test_usable_cores_follows_the_affinity_mask():
     assert facegender.cpu.usable_cores() == len(os.sched_getaffinity(0))
 
 
-def test_detector_runs_one_openmp_thread_on_every_runtime_it_may_use():
+def test_library_detector_runs_one_openmp_thread_on_every_runtime_it_may_use():
     """OpenMP settings are per thread and per runtime: a detection from a new thread (the
     service's inference thread) must run on one thread, on yuface's libgomp and on PyTorch's
     (loaded first into the global scope, the detector's loops bind to it: training's decode
     workers), and leave the caller's own settings as they were."""
     pytest.importorskip("yuface")
     torch = pytest.importorskip("torch")
-    from facegender.detect import YuNetDetector
+    from facegender.detect import LibYuNetDetector
 
     torch.set_num_threads(2)
-    det = YuNetDetector()
+    det = LibYuNetDetector()
     assert len(det._omp) == 2  # yuface's runtime and torch's
     seen = {}
     real = det._fn
@@ -84,7 +84,7 @@ def test_detector_runs_one_openmp_thread_on_every_runtime_it_may_use():
     assert seen["during"] == [1, 1]
     det.detect(np.zeros((120, 160, 3), np.uint8))  # in this thread: restored afterwards
     assert torch.get_num_threads() == 2
-    assert YuNetDetector(threads=0)._omp and not YuNetDetector(threads=0).threads
+    assert LibYuNetDetector(threads=0)._omp and not LibYuNetDetector(threads=0).threads
 
 
 def test_predictor_and_service_size_the_classifier_from_the_workers(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from facegender.align import TEMPLATE, align_face, similarity_transform, template_to_image
-from facegender.detect import Detection, YuNetDetector, get_detector
+from facegender.detect import Detection, LibYuNetDetector, YuNetDetector, get_detector
 from facegender.preprocess import open_image
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
@@ -52,11 +52,11 @@ def test_a_plain_frame_has_no_face_and_no_error(detector):
 
 def test_frames_too_thin_for_a_face_are_not_searched(monkeypatch):
     """YuNet spends seconds on a frame 1 px high; such frames (also after downscaling a long
-    strip) go nowhere near the library."""
+    strip) go nowhere near the network."""
     from facegender.detect import MIN_SIDE
 
     d = YuNetDetector()
-    monkeypatch.setattr(d, "_raw", lambda bgr: pytest.fail(f"searched a {bgr.shape} frame"))
+    monkeypatch.setattr(d, "_rows", lambda rgb: pytest.fail(f"searched a {rgb.shape} frame"))
     for size in [(1, 1), (300, 1), (MIN_SIDE - 1, 400), (5000, 60)]:
         assert d.detect(Image.new("RGB", size, (120, 120, 120))) == []
 
@@ -145,7 +145,7 @@ def test_yunet_through_ctypes_matches_yuface_and_does_not_leak():
     (yuface.c_detect leaks its 36 KB result buffer on every call)."""
     from yuface import c_detect
 
-    det = YuNetDetector()
+    det = LibYuNetDetector()
     photos = sorted(PHOTOS.glob("*.jpg"))
     assert photos
     for f in photos:

@@ -1,15 +1,16 @@
-"""Find faces in a photo: one small interface, one implementation (YuNet via ``yuface``).
+"""Find faces in a photo: one small interface; YuNet on onnxruntime by default.
 
 A detector takes an **RGB** ``uint8`` ``H x W x 3`` array (or a PIL image) and returns
 :class:`Detection` objects in that image's pixel coordinates. Any other detector only has to
 provide ``detect(rgb) -> list[Detection]`` and be registered in :data:`DETECTORS`.
 
-YuNet (libfacedetection, BSD-3) ships as the PyPI package ``yuface`` with its weights compiled
-into the library, so nothing is downloaded at run time. ``yuface`` expects **BGR** and a
-C-contiguous array (a strided view silently gives different boxes), so the conversion happens
-here and callers never see it. Large frames are downscaled to ``max_side`` before detecting (cost
-grows with pixels; YuNet still finds faces of about 10 px in the smaller frame) and boxes and
-landmarks are mapped back to the original size.
+``yunet`` (the default) runs libfacedetection's YuNet (BSD-3) as the ONNX graph that ships in the
+package (:mod:`facegender.yunet`), so nothing is downloaded at run time and onnxruntime picks
+kernels for the CPU at hand. ``yunet-lib`` runs the same weights through the library that the
+``yuface`` package ships (compiled without AVX2, 3-4x slower); it is the reference the graph is
+tested against and the "before" of ``benchmarks/cpu_share.py``. Both give the same faces. Large
+frames are downscaled to ``max_side`` before detecting (cost grows with pixels; YuNet still finds
+faces of about 10 px in the smaller frame) and boxes and landmarks are mapped back.
 """
 
 from __future__ import annotations
@@ -98,10 +99,70 @@ def _omp_runtimes(lib) -> list[tuple]:
     return out
 
 
-class YuNetDetector:
-    """libfacedetection's YuNet (shipped by ``yuface``): about 0.3 MB, 5 landmarks, CPU only."""
+class _YuNet:
+    """What every YuNet backend shares: downscaling, the score floor, mapping back."""
 
     name = "yunet"
+
+    def __init__(self, min_score: float = 0.5, max_side: int = DEFAULT_MAX_SIDE):
+        self.min_score = float(min_score)
+        self.max_side = int(max_side)
+
+    def _rows(self, rgb: np.ndarray) -> np.ndarray:
+        """float rows: score 0-1, x, y, w, h, 10 landmark coordinates, in ``rgb``'s pixels."""
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(_rgb_uint8(image))
+        scale = 1.0
+        if max(pil.size) > self.max_side:
+            scale = self.max_side / max(pil.size)
+            size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+            pil = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        if min(pil.size) < MIN_SIDE:
+            return []
+        if pil.mode != "RGB":
+            pil = pil.convert("RGB")
+        out = []
+        for r in self._rows(np.asarray(pil)):
+            score = float(r[0])
+            if score < self.min_score:
+                continue
+            x, y, w, h = (float(v) / scale for v in r[1:5])
+            lm = r[5:15].astype(np.float32).reshape(5, 2) / np.float32(scale)
+            out.append(Detection((x, y, w, h), score, lm))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+
+class YuNetDetector(_YuNet):
+    """YuNet as the shipped ONNX graph on onnxruntime: 0.2 MB, 5 landmarks, CPU only."""
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        min_score: float = 0.5,
+        max_side: int = DEFAULT_MAX_SIDE,
+        threads: int | None = DETECTOR_THREADS,
+        spin: bool = False,
+    ):
+        """``threads``: onnxruntime intra-op threads per detection (default 1, see
+        :mod:`facegender.cpu`); 0 or None leaves onnxruntime's default (every core)."""
+        from facegender.yunet import YuNetGraph
+
+        super().__init__(min_score, max_side)
+        self.threads = int(threads or 0)
+        self._graph = YuNetGraph(threads=self.threads, spin=spin)
+
+    def _rows(self, rgb: np.ndarray) -> np.ndarray:
+        return self._graph.rows(rgb, self.min_score)
+
+
+class LibYuNetDetector(_YuNet):
+    """The same YuNet through libfacedetection's own code, as the ``yuface`` wheel ships it."""
+
+    name = "yunet-lib"
 
     def __init__(
         self,
@@ -111,11 +172,10 @@ class YuNetDetector:
     ):
         """``threads``: OpenMP threads per detection (default 1, see :mod:`facegender.cpu`);
         0 or None leaves the OpenMP default (every core, ``OMP_NUM_THREADS``)."""
+        super().__init__(min_score, max_side)
         # fails early, at construction, if yuface is missing
         self._fn, self._omp = _facedetect_cnn()
         self._buf = np.zeros(_RESULT_BYTES, np.uint8)
-        self.min_score = float(min_score)
-        self.max_side = int(max_side)
         self.threads = int(threads or 0)
 
     def _raw(self, bgr: np.ndarray) -> np.ndarray:
@@ -136,29 +196,10 @@ class YuNetDetector:
             rows = self._buf[4 : 4 + 2 * _FACE_FIELDS * n].view(np.int16)
             return rows.reshape(n, _FACE_FIELDS).copy()  # n may be 0: a plain frame
 
-    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(_rgb_uint8(image))
-        scale = 1.0
-        if max(pil.size) > self.max_side:
-            scale = self.max_side / max(pil.size)
-            size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
-            pil = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        if min(pil.size) < MIN_SIDE:
-            return []
-        if pil.mode != "RGB":
-            pil = pil.convert("RGB")
-        bgr = np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])
-        rows = self._raw(bgr)
-        out = []
-        for r in rows:
-            score = float(r[0]) / 100.0
-            if score < self.min_score:
-                continue
-            x, y, w, h = (float(v) / scale for v in r[1:5])
-            lm = r[5:15].astype(np.float32).reshape(5, 2) / np.float32(scale)
-            out.append(Detection((x, y, w, h), score, lm))
-        out.sort(key=lambda d: -d.score)
-        return out
+    def _rows(self, rgb: np.ndarray) -> np.ndarray:
+        rows = self._raw(np.ascontiguousarray(rgb[:, :, ::-1])).astype(np.float32)[:, :15]
+        rows[:, 0] /= 100.0
+        return rows
 
 
 def _rgb_uint8(a: np.ndarray) -> np.ndarray:
@@ -170,11 +211,14 @@ def _rgb_uint8(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {"yunet": YuNetDetector}
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {
+    "yunet": YuNetDetector,
+    "yunet-lib": LibYuNetDetector,
+}
 
 
 def get_detector(name: str = "yunet", **kwargs) -> FaceDetector:
-    """Build a registered detector by name (``yunet``)."""
+    """Build a registered detector by name (``yunet``, ``yunet-lib``)."""
     try:
         return DETECTORS[name](**kwargs)
     except KeyError:
