@@ -197,7 +197,8 @@ def test_predict_iter_is_lazy(predictor):
         first = next(predictor.predict_iter(source()))
     finally:
         predictor.batch_size = 64
-    assert first.status == "no_face" and consumed <= 4
+    # one batch classified, at most two more being cut meanwhile: bounded, not the source's 1,000
+    assert first.status == "no_face" and consumed <= 3 * 4
 
 
 def test_worker_processes_give_the_same_results(predictor):
@@ -326,3 +327,22 @@ def test_demo_without_bundled_model_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(facegender.model_ref, "bundled_model_dir", lambda: tmp_path / "none")
     res = _run("demo")
     assert res.exit_code != 0 and "bundled model" in res.output
+
+
+def test_threaded_cropping_keeps_the_input_order_and_bounds_the_read_ahead():
+    import random
+    import time
+
+    from facegender.predict import _threaded_crops
+
+    started = []
+
+    def cropper(i, bgr, path):
+        started.append(i)
+        time.sleep(random.Random(i).random() * 0.005)  # finish out of order
+        return i
+
+    items = iter([(i, False, None) for i in range(60)])
+    out = _threaded_crops(cropper, items, threads=4, ahead=8)
+    assert next(out) == 0 and len(started) <= 8
+    assert list(out) == list(range(1, 60))
