@@ -94,7 +94,13 @@ def main() -> None:
     ap.add_argument("--image", default=str(DEFAULT_IMAGE), help="Photo to upload.")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--warmup", type=int, default=20, help="Requests before the first RSS reading.")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=200,
+        help="Requests before the first RSS reading; enough for every worker to have answered "
+        "some (20 reached one of 2 workers: the other's first frames then read as growth).",
+    )
     ap.add_argument("--workers", type=int, default=1, help="Server worker processes.")
     ap.add_argument("--bad-fraction", type=float, default=0.1, help="Share of broken uploads.")
     ap.add_argument("--max-seconds", type=float, default=3600, help="Stop sending after this.")

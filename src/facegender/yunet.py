@@ -220,6 +220,9 @@ class YuNetGraph:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} is missing; rebuild it: python -m facegender.yunet")
         opts = session_options(threads, spin=spin)
+        # frames come in many sizes: a memory plan cached per shape only grows the process
+        # (+6 MB over 160 frames of 4 sizes with it, +0 without, at the same speed)
+        opts.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._names = [o.name for o in self.session.get_outputs()]
 
