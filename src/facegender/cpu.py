@@ -1,12 +1,13 @@
 """The CPU the work runs on (model, instruction flags) and how its cores are shared.
 
-Detection (libfacedetection's OpenMP), the decode/detect worker processes and the classifier
-(onnxruntime's intra-op pool) run side by side. Each thread pool assumes it owns the cores and
-spins while it waits; when pools share cores with each other or with other processes, a frame
-that takes 8 ms alone took 300-900 ms (issue 16). So the split is decided here, once:
+Detection (the YuNet graph on onnxruntime; libfacedetection's OpenMP with ``yunet-lib``), the
+decode/detect worker processes and the classifier (onnxruntime's intra-op pool) run side by
+side. Each thread pool assumes it owns the cores and spins while it waits; when pools share
+cores with each other or with other processes, a frame that takes 8 ms alone took 300-900 ms
+(issue 16). So the split is decided here, once:
 
-- the detector runs **one** OpenMP thread (:data:`DETECTOR_THREADS`): a 640 x 480 frame at 512 px
-  is too small to gain from a team, and one thread never waits for another;
+- the detector runs **one** thread (:data:`DETECTOR_THREADS`): a 640 x 480 frame at 512 px is
+  too small to gain from a team, and one thread never waits for another;
 - the classifier gets the cores the worker processes leave, shared by the processes that each
   run one (:func:`classifier_threads`); ``predict --workers`` and ``serve --workers`` use it.
 """
