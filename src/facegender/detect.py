@@ -104,9 +104,22 @@ class _YuNet:
 
     name = "yunet"
 
-    def __init__(self, min_score: float = 0.5, max_side: int = DEFAULT_MAX_SIDE):
+    def __init__(
+        self,
+        min_score: float = 0.5,
+        max_side: int = DEFAULT_MAX_SIDE,
+        threads: int | None = DETECTOR_THREADS,
+    ):
+        """``threads``: threads per detection in the backend's own pool (default 1, see
+        :mod:`facegender.cpu`); 0 or None leaves that pool's default (every core)."""
         self.min_score = float(min_score)
         self.max_side = int(max_side)
+        self.threads = int(threads or 0)
+        self._open()  # fails early, at construction, if the backend is missing
+
+    def _open(self) -> None:
+        """Load the backend (graph session or library)."""
+        raise NotImplementedError
 
     def _rows(self, rgb: np.ndarray) -> np.ndarray:
         """float rows: score 0-1, x, y, w, h, 10 landmark coordinates, in ``rgb``'s pixels."""
@@ -140,20 +153,11 @@ class YuNetDetector(_YuNet):
 
     name = "yunet"
 
-    def __init__(
-        self,
-        min_score: float = 0.5,
-        max_side: int = DEFAULT_MAX_SIDE,
-        threads: int | None = DETECTOR_THREADS,
-        spin: bool = False,
-    ):
-        """``threads``: onnxruntime intra-op threads per detection (default 1, see
-        :mod:`facegender.cpu`); 0 or None leaves onnxruntime's default (every core)."""
+    def _open(self) -> None:
+        """An onnxruntime session with ``threads`` intra-op threads, not spinning."""
         from facegender.yunet import YuNetGraph
 
-        super().__init__(min_score, max_side)
-        self.threads = int(threads or 0)
-        self._graph = YuNetGraph(threads=self.threads, spin=spin)
+        self._graph = YuNetGraph(threads=self.threads)
 
     def _rows(self, rgb: np.ndarray) -> np.ndarray:
         return self._graph.rows(rgb, self.min_score)
@@ -164,19 +168,11 @@ class LibYuNetDetector(_YuNet):
 
     name = "yunet-lib"
 
-    def __init__(
-        self,
-        min_score: float = 0.5,
-        max_side: int = DEFAULT_MAX_SIDE,
-        threads: int | None = DETECTOR_THREADS,
-    ):
-        """``threads``: OpenMP threads per detection (default 1, see :mod:`facegender.cpu`);
-        0 or None leaves the OpenMP default (every core, ``OMP_NUM_THREADS``)."""
-        super().__init__(min_score, max_side)
-        # fails early, at construction, if yuface is missing
+    def _open(self) -> None:
+        """The library through ctypes; ``threads`` are OpenMP threads (0: ``OMP_NUM_THREADS``
+        or every core)."""
         self._fn, self._omp = _facedetect_cnn()
         self._buf = np.zeros(_RESULT_BYTES, np.uint8)
-        self.threads = int(threads or 0)
 
     def _raw(self, bgr: np.ndarray) -> np.ndarray:
         """int16 rows: score*100, x, y, w, h, 10 landmark coordinates, one unused."""
