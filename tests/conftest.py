@@ -51,10 +51,21 @@ def synthetic_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synthetic_dirs, tmp_path_factory):
     """A fgnet_s checkpoint at 32 px trained for a few epochs on generated faces."""
+    return _tiny_run(synthetic_dirs, tmp_path_factory, "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_partner(synthetic_dirs, tmp_path_factory):
+    """``tiny_checkpoint``'s recipe from other initial weights and order, on the same split:
+    a second member for an ensemble."""
+    return _tiny_run(synthetic_dirs, tmp_path_factory, "partner", seed=1, split_seed=0)
+
+
+def _tiny_run(synthetic_dirs, tmp_path_factory, name: str, **seeds):
     from facegender.augment import AugmentConfig
     from facegender.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    out = tmp_path_factory.mktemp("ckpt") / name
     cfg = TrainConfig(
         data=[str(synthetic_dirs["utk"]), str(synthetic_dirs["folders"])],
         out=str(out),
@@ -63,13 +74,13 @@ def tiny_checkpoint(synthetic_dirs, tmp_path_factory):
         epochs=4,
         batch_size=32,
         lr=3e-3,
-        seed=0,
         threads=2,
         progress=False,
         cache_dir=str(tmp_path_factory.mktemp("cache")),
         val_split=0.2,
         # flip only: the model every test built on this fixture was written against
         augment=AugmentConfig(rotation=0, shift=0, shear=0, zoom=0, brightness=0, contrast=0),
+        **seeds,
     )
     train(cfg, log=lambda m: None)
     return out

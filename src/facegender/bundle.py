@@ -35,13 +35,11 @@ from facegender.model_ref import bundled_model_dir
 EXTRAS = ("curves.png", "history.csv", "history.json")
 
 
-def bundle(run: Path, dest: Path | None = None) -> Path:
+def bundle(run: Path, dest: Path | None = None, partners: tuple[Path, ...] = ()) -> Path:
     from facegender.train import face_crop_views
 
     dest = dest or bundled_model_dir()
-    config = json.loads((run / CONFIG_FILE).read_text())
-    if config.get("status") != "final":
-        raise SystemExit(f"{run} is not a finished run (status {config.get('status')!r})")
+    config = _finished(run)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / FAST_ONNX_FILE).unlink(missing_ok=True)  # an older bundle's second graph
     state, half = _write_half_weights(run, dest)
@@ -65,11 +63,22 @@ def bundle(run: Path, dest: Path | None = None) -> Path:
     data = [_validation_data(config, view) for view in views]
     arrays, labels, tr_idx, va_idx, ages = data[0]
     _refit_age_scales(dest, [d[0][d[3]] for d in data], labels[va_idx], ages[va_idx])
-    _write_graphs(dest, data, flips=(False, True))
+    _write_graphs(dest, data, flips=(False, True), partners=partners)
     _compare_on_validation(run, dest, arrays[va_idx], labels[va_idx])
     for f in sorted(dest.iterdir()):
         print(f"  {f.name:20s} {f.stat().st_size / 1e6:6.2f} MB")
     return dest
+
+
+def _finished(run: Path) -> dict:
+    """``run``'s config; a clear exit where it is missing or the run has not finished."""
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{run} is not a training run ({e})") from None
+    if config.get("status") != "final":
+        raise SystemExit(f"{run} is not a finished run (status {config.get('status')!r})")
+    return config
 
 
 def _write_half_weights(run: Path, dest: Path):
@@ -132,33 +141,43 @@ def _sample(idx, n: int, seed: int = 0):
     return np.sort(np.random.default_rng(seed).permutation(idx)[:n])
 
 
-def add_accurate_graph(dest: Path) -> Path:
+def add_accurate_graph(dest: Path, partners: tuple[Path, ...] = ()) -> Path:
     """Write ``model.accurate.onnx`` into an existing bundle, leaving its weights, its default
-    graph and ``config.json`` as they are (a bundle made before the accurate graph existed)."""
+    graph and ``config.json`` as they are (a bundle made before the accurate graph existed, or
+    an accurate graph that gains ``partners``)."""
     from facegender.train import face_crop_views
 
     config = json.loads((dest / CONFIG_FILE).read_text())
     views = face_crop_views(config["train_args"].get("face_crop", "own"))
-    return _write_graphs(dest, [_validation_data(config, v) for v in views], flips=(True,))
+    data = [_validation_data(config, v) for v in views]
+    return _write_graphs(dest, data, flips=(True,), partners=partners)
 
 
-def _write_graphs(dest: Path, data: list, flips: tuple[bool, ...]) -> Path:
+def _write_graphs(
+    dest: Path, data: list, flips: tuple[bool, ...], partners: tuple[Path, ...] = ()
+) -> Path:
     """The int8 graphs for ``flips``, calibrated on 512 training images of the first view and
-    temperature-fitted on the validation split of every view (``_validation_data`` each)."""
+    temperature-fitted on the validation split of every view (``_validation_data`` each);
+    ``partners`` join the flip-TTA graph only (``--model accurate``)."""
     arrays, labels, tr_idx, va_idx, _ = data[0]
     calib, val_views = arrays[_sample(tr_idx, 512)], [d[0][d[3]] for d in data]
-    return [write_graph(dest, calib, val_views, labels[va_idx], f) for f in flips][-1]
+    return [
+        write_graph(dest, calib, val_views, labels[va_idx], f, partners if f else ()) for f in flips
+    ][-1]
 
 
-def write_graph(dest: Path, calib, val_views: list, val_labels, tta_flip: bool) -> Path:
+def write_graph(
+    dest: Path, calib, val_views: list, val_labels, tta_flip: bool, partners: tuple = ()
+) -> Path:
     """One int8 graph of ``dest``'s weights: ``model.onnx`` without flip TTA (its calibration
     also in ``config.json``), or ``model.accurate.onnx`` with it, whose calibration lives only
-    in its own metadata (a second graph in a folder is read by its metadata; runtime.py)."""
+    in its own metadata (a second graph in a folder is read by its metadata; runtime.py).
+    ``partners`` (finished runs): the graph is the ensemble of ``dest``'s model and theirs
+    (:func:`_float_graph`)."""
     import copy
 
     import numpy as np
 
-    from facegender.export import export_onnx
     from facegender.metrics import expected_calibration_error, fit_temperature
     from facegender.preprocess import probability
     from facegender.quantize import quantize_int8
@@ -166,14 +185,14 @@ def write_graph(dest: Path, calib, val_views: list, val_labels, tta_flip: bool) 
 
     config = copy.deepcopy(json.loads((dest / CONFIG_FILE).read_text()))
     config["model"]["kwargs"]["tta_flip"] = tta_flip
-    name = graph_name(tta_flip)
+    name = graph_name(tta_flip, 1 + len(partners))
     if "bundled" in config:
         config["bundled"]["graph"] = name
     with tempfile.TemporaryDirectory(prefix="fg-bundle-") as tmp:
         work = Path(tmp)
         write_json(work / CONFIG_FILE, config)  # the weights with this graph's flip TTA
         shutil.copy2(dest / WEIGHTS_FILE, work / WEIGHTS_FILE)
-        fp32 = export_onnx(work, out=work / ONNX_FILE)
+        fp32 = _float_graph(work, config, partners, val_views, val_labels)
         out = quantize_int8(fp32, arrays=calib, out=work / "model.int8.onnx")
         logits = [OnnxClassifier.load(out).logits(v) for v in val_views]
         t = fit_temperature(np.concatenate(logits), np.tile(val_labels, len(val_views)))
@@ -198,8 +217,46 @@ def write_graph(dest: Path, calib, val_views: list, val_labels, tta_flip: bool) 
     return target
 
 
-def graph_name(tta_flip: bool) -> str:
-    return f"int8, 7-bit per-channel weights, {'with' if tta_flip else 'no'} flip TTA"
+def graph_name(tta_flip: bool, members: int = 1) -> str:
+    name = f"int8, 7-bit per-channel weights, {'with' if tta_flip else 'no'} flip TTA"
+    return name if members == 1 else f"{name}, mean of {members} models"
+
+
+def _float_graph(work: Path, config: dict, partners: tuple, val_views: list, val_labels) -> Path:
+    """The float32 graph of ``work``'s model, or, with ``partners``, of the
+    :class:`~facegender.models.ensemble.Ensemble` of it and the partner runs' models (each with
+    ``work``'s flip TTA and its own temperature, fitted here on the validation views as it
+    runs in the graph). The members and their recipes are recorded in ``config``."""
+    import numpy as np
+
+    from facegender.checkpoint import load_model
+    from facegender.classifier import TorchClassifier
+    from facegender.export import export_module, export_onnx
+    from facegender.metrics import fit_temperature
+    from facegender.models.ensemble import Ensemble, same_input
+    from facegender.runtime import file_sha256
+
+    if not partners:
+        return export_onnx(work, out=work / ONNX_FILE)
+    members = [load_model(work), *(load_model(p) for p in partners)]
+    same_input([m.config for m in members])
+    temperatures = []
+    for m in members:
+        m.tta_flip = config["model"]["kwargs"]["tta_flip"]
+        z = [TorchClassifier(m, m.config).logits(v) for v in val_views]
+        temperatures.append(fit_temperature(np.concatenate(z), np.tile(val_labels, len(z))))
+    config["ensemble"] = {
+        "members": [config.get("bundled", {}).get("from_run", work.name)]
+        + [Path(p).name for p in partners],
+        "temperatures": temperatures,
+        "partners": [
+            {k: m.config.get(k) for k in ("model", "train_args", "calibration")}
+            for m in members[1:]
+        ],
+    }
+    print(f"ensemble of {len(members)}: temperatures {[round(t, 3) for t in temperatures]}")
+    sha = file_sha256(work / WEIGHTS_FILE)
+    return export_module(Ensemble(members, temperatures), config, work / ONNX_FILE, sha)
 
 
 def _save_with_config(graph_file: Path, config: dict, target: Path) -> None:
@@ -239,11 +296,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="RUN is an existing bundle: only add its model.accurate.onnx (flip TTA inside)",
     )
+    ap.add_argument(
+        "--partner",
+        type=Path,
+        action="append",
+        default=[],
+        help="a finished run whose model joins the accurate graph (the mean of the models' "
+        "calibrated logits); repeat for more",
+    )
     args = ap.parse_args(argv)
+    partners = tuple(args.partner)
+    for p in partners:
+        _finished(p)
     if args.add_accurate:
-        add_accurate_graph(args.run)
+        add_accurate_graph(args.run, partners)
     else:
-        bundle(args.run, args.dest)
+        bundle(args.run, args.dest, partners)
     return 0
 
 

@@ -61,15 +61,37 @@ def export_onnx(
     checkpoint's: lossless for a checkpoint that already holds float16 weights (the bundled
     model), a float16 rounding of the weights otherwise.
     """
-    import onnx
-    import torch
-
     from facegender.checkpoint import load_model
 
     src = checkpoint_dir(model_dir)
-    out = Path(out) if out is not None else src / ONNX_FILE
+    weights = src / WEIGHTS_FILE
     model = load_model(src)
-    config = model.config
+    return export_module(
+        model,
+        model.config,
+        out if out is not None else src / ONNX_FILE,
+        weights_sha256=file_sha256(weights) if weights.is_file() else None,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        float16_weights=float16_weights,
+    )
+
+
+def export_module(
+    model,
+    config: dict[str, Any],
+    out: str | Path,
+    weights_sha256: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    float16_weights: bool = False,
+) -> Path:
+    """Write any module that maps ``[0, 1]`` faces to ``N`` logits (one model or an
+    :class:`~facegender.models.ensemble.Ensemble`) as ONNX, with ``config`` as its metadata."""
+    import onnx
+    import torch
+
+    out = Path(out)
     pre = PreprocessConfig.from_dict(config["preprocess"])
     example = torch.rand(2, pre.channels, pre.image_size, pre.image_size)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
@@ -93,9 +115,7 @@ def export_onnx(
     graph = onnx.load(str(tmp))
     if float16_weights:
         store_weights_as_float16(graph)
-    weights = src / WEIGHTS_FILE
-    sha = file_sha256(weights) if weights.is_file() else None
-    set_metadata(graph, metadata(config, sha))
+    set_metadata(graph, metadata(config, weights_sha256))
     graph.producer_name = "facegender"
     graph.doc_string = f"facegender {config['model']['name']}: P(female) = sigmoid(logit / T)"
     onnx.checker.check_model(graph)
