@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -40,13 +41,28 @@ def test_members_must_take_the_same_input():
         same_input([config(64), config(64, grayscale=True)])
 
 
-def test_accurate_graph_with_a_partner(tiny_checkpoint, tiny_partner, tmp_path):
+@pytest.fixture(scope="module")
+def bundled(tiny_checkpoint, tmp_path_factory):
+    """``tiny_checkpoint`` bundled once; a test that changes it works on a copy."""
+    from facegender.bundle import bundle
+
+    return bundle(tiny_checkpoint, tmp_path_factory.mktemp("bundle") / "bundled")
+
+
+def _flip_logits(folder, x):
+    model = load_model(folder)
+    model.tta_flip = True
+    with torch.no_grad():
+        return model(torch.from_numpy(to_batch(x))).numpy()
+
+
+def test_accurate_graph_with_a_partner(bundled, tiny_checkpoint, tiny_partner, tmp_path):
     """The accurate graph becomes the int8 ensemble of the two runs, flip TTA in each; the
     default graph, weights and config stay the bundle's own."""
-    from facegender.bundle import add_accurate_graph, bundle
+    from facegender.bundle import add_accurate_graph
     from facegender.classifier import load_classifier
 
-    dest = bundle(tiny_checkpoint, tmp_path / "bundled")
+    dest = shutil.copytree(bundled, tmp_path / "bundled")
     default_before = (dest / "model.onnx").read_bytes()
     config_before = (dest / "config.json").read_text()
     alone = load_classifier(dest / "model.accurate.onnx")
@@ -90,3 +106,37 @@ def test_a_partner_that_is_not_a_finished_run_is_refused(tiny_checkpoint, tmp_pa
         text=True,
     )
     assert r.returncode != 0 and "not a finished run" in r.stderr
+
+
+def test_accurate_graph_from_another_run(bundled, tiny_partner, tmp_path):
+    """``--accurate-from RUN``: the accurate graph is RUN's model with flip TTA (a wider model
+    than the default graph can afford), carrying RUN's config; the default graph is untouched."""
+    from facegender.bundle import add_accurate_graph
+    from facegender.classifier import load_classifier
+
+    dest = shutil.copytree(bundled, tmp_path / "bundled")
+    default_before = (dest / "model.onnx").read_bytes()
+    add_accurate_graph(dest, accurate_from=tiny_partner)
+    assert (dest / "model.onnx").read_bytes() == default_before
+    acc = load_classifier(dest / "model.accurate.onnx")
+    assert acc.config["bundled"]["from_run"] == tiny_partner.name
+    assert acc.config["train_args"]["seed"] == 1 and "ensemble" not in acc.config
+    x = np.random.default_rng(1).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    z, partner, own = acc.logits(x), _flip_logits(tiny_partner, x), _flip_logits(dest, x)
+    assert np.corrcoef(z, partner)[0, 1] > 0.95
+    assert np.corrcoef(z, partner)[0, 1] > np.corrcoef(z, own)[0, 1]
+
+
+def test_a_member_trained_on_another_split_is_refused(bundled, tiny_partner, tmp_path):
+    """Temperatures are fitted on the bundle's validation split: a member that trained on part
+    of it would be scored on its own training faces."""
+    from facegender.bundle import add_accurate_graph
+
+    other = shutil.copytree(tiny_partner, tmp_path / "other_split")
+    config = json.loads((other / "config.json").read_text())
+    config["train_args"]["split_seed"] = 7
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="another validation split"):
+        add_accurate_graph(bundled, (other,))
+    with pytest.raises(SystemExit, match="another validation split"):
+        add_accurate_graph(bundled, accurate_from=other)

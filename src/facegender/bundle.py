@@ -9,7 +9,9 @@ same int8 weights with flip TTA inside the graph and its own temperature: on the
 model it earned its place on pre-cut crops (+0.9 points on FairFace, paired; MODEL_CARD.md)
 at half the faces/s, so the default stays the fast graph. ``model.safetensors`` (float16, the
 same weights) stays beside them for the PyTorch backend (``--backend torch``: float32
-arithmetic, no TTA), which explanations and re-exports need.
+arithmetic, no TTA), which explanations and re-exports need. The accurate graph can also be
+another run's model (``--accurate-from RUN``) or an ensemble (``--partner RUN``); every model in
+it must have been trained with the bundle's validation split, which fits their temperatures.
 The accuracy of the run and of each bundled backend on the validation split is printed.
 """
 
@@ -35,7 +37,15 @@ from facegender.model_ref import bundled_model_dir
 EXTRAS = ("curves.png", "history.csv", "history.json")
 
 
-def bundle(run: Path, dest: Path | None = None, partners: tuple[Path, ...] = ()) -> Path:
+def bundle(
+    run: Path,
+    dest: Path | None = None,
+    partners: tuple[Path, ...] = (),
+    accurate_from: Path | None = None,
+) -> Path:
+    """``run`` into ``dest`` (default: the package's weights/default), both graphs written and
+    checked; ``partners`` and ``accurate_from`` shape the accurate graph only
+    (:func:`write_graph`)."""
     from facegender.train import face_crop_views
 
     dest = dest or bundled_model_dir()
@@ -50,6 +60,7 @@ def bundle(run: Path, dest: Path | None = None, partners: tuple[Path, ...] = ())
         "graph": graph_name(False),
     }
     write_json(dest / CONFIG_FILE, config)
+    members = _members(dest, partners, accurate_from)  # refused before the long part
     for name in EXTRAS:
         if (run / name).exists():
             shutil.copy2(run / name, dest / name)
@@ -63,7 +74,7 @@ def bundle(run: Path, dest: Path | None = None, partners: tuple[Path, ...] = ())
     data = [_validation_data(config, view) for view in views]
     arrays, labels, tr_idx, va_idx, ages = data[0]
     _refit_age_scales(dest, [d[0][d[3]] for d in data], labels[va_idx], ages[va_idx])
-    _write_graphs(dest, data, flips=(False, True), partners=partners)
+    _write_graphs(dest, data, (False, True), members)
     _compare_on_validation(run, dest, arrays[va_idx], labels[va_idx])
     for f in sorted(dest.iterdir()):
         print(f"  {f.name:20s} {f.stat().st_size / 1e6:6.2f} MB")
@@ -141,41 +152,63 @@ def _sample(idx, n: int, seed: int = 0):
     return np.sort(np.random.default_rng(seed).permutation(idx)[:n])
 
 
-def add_accurate_graph(dest: Path, partners: tuple[Path, ...] = ()) -> Path:
+def add_accurate_graph(
+    dest: Path, partners: tuple[Path, ...] = (), accurate_from: Path | None = None
+) -> Path:
     """Write ``model.accurate.onnx`` into an existing bundle, leaving its weights, its default
     graph and ``config.json`` as they are (a bundle made before the accurate graph existed, or
-    an accurate graph that gains ``partners``)."""
+    an accurate graph that gains ``partners`` or is another run's model)."""
     from facegender.train import face_crop_views
 
     config = json.loads((dest / CONFIG_FILE).read_text())
     views = face_crop_views(config["train_args"].get("face_crop", "own"))
+    members = _members(dest, partners, accurate_from)
     data = [_validation_data(config, v) for v in views]
-    return _write_graphs(dest, data, flips=(True,), partners=partners)
+    return _write_graphs(dest, data, (True,), members)
 
 
-def _write_graphs(
-    dest: Path, data: list, flips: tuple[bool, ...], partners: tuple[Path, ...] = ()
-) -> Path:
+def _members(dest: Path, partners: tuple, accurate_from: Path | None) -> tuple[Path, ...]:
+    """The folders whose models make the accurate graph: ``accurate_from`` (else the bundle's
+    own model) and the ``partners``. Refused unless every one was trained with the bundle's
+    validation split: their temperatures are fitted on it, and it must be unseen by all."""
+    members = (accurate_from or dest, *partners)
+    base = json.loads((dest / CONFIG_FILE).read_text())["train_args"]
+    for m in members:
+        args = json.loads((m / CONFIG_FILE).read_text())["train_args"]
+        if _split_key(args) != _split_key(base):
+            raise SystemExit(
+                f"{m} was trained with another validation split than {dest} (data, val, "
+                f"val_split or its seed differ): retrain it with --split-seed {_split_key(base)[3]}"
+            )
+    return members
+
+
+def _split_key(train_args: dict) -> tuple:
+    from facegender.train import TrainConfig
+
+    cfg = TrainConfig.from_dict(train_args)
+    return tuple(cfg.data), tuple(cfg.val or ()), cfg.val_split, cfg.val_seed
+
+
+def _write_graphs(dest: Path, data: list, flips: tuple[bool, ...], members: tuple = ()) -> Path:
     """The int8 graphs for ``flips``, calibrated on 512 training images of the first view and
     temperature-fitted on the validation split of every view (``_validation_data`` each);
-    ``partners`` join the flip-TTA graph only (``--model accurate``)."""
+    ``members`` make the flip-TTA graph only (``--model accurate``)."""
     arrays, labels, tr_idx, va_idx, _ = data[0]
     calib, val_views = arrays[_sample(tr_idx, 512)], [d[0][d[3]] for d in data]
     return [
-        write_graph(dest, calib, val_views, labels[va_idx], f, partners if f else ()) for f in flips
+        write_graph(dest, calib, val_views, labels[va_idx], f, members if f else ()) for f in flips
     ][-1]
 
 
 def write_graph(
-    dest: Path, calib, val_views: list, val_labels, tta_flip: bool, partners: tuple = ()
+    dest: Path, calib, val_views: list, val_labels, tta_flip: bool, members: tuple = ()
 ) -> Path:
-    """One int8 graph of ``dest``'s weights: ``model.onnx`` without flip TTA (its calibration
+    """One int8 graph: ``model.onnx`` of ``dest``'s weights without flip TTA (its calibration
     also in ``config.json``), or ``model.accurate.onnx`` with it, whose calibration lives only
     in its own metadata (a second graph in a folder is read by its metadata; runtime.py).
-    ``partners`` (finished runs): the graph is the ensemble of ``dest``'s model and theirs
-    (:func:`_float_graph`)."""
-    import copy
-
+    ``members`` (folders with weights and config; default ``dest`` alone): the graph is the
+    first one's model, or, with more, the ensemble of theirs (:func:`_float_graph`)."""
     import numpy as np
 
     from facegender.metrics import expected_calibration_error, fit_temperature
@@ -183,16 +216,14 @@ def write_graph(
     from facegender.quantize import quantize_int8
     from facegender.runtime import OnnxClassifier
 
-    config = copy.deepcopy(json.loads((dest / CONFIG_FILE).read_text()))
-    config["model"]["kwargs"]["tta_flip"] = tta_flip
-    name = graph_name(tta_flip, 1 + len(partners))
-    if "bundled" in config:
-        config["bundled"]["graph"] = name
+    first, *partners = members or (dest,)
+    config = _graph_config(first, tta_flip, 1 + len(partners))
+    name = config["bundled"]["graph"]
     with tempfile.TemporaryDirectory(prefix="fg-bundle-") as tmp:
         work = Path(tmp)
         write_json(work / CONFIG_FILE, config)  # the weights with this graph's flip TTA
-        shutil.copy2(dest / WEIGHTS_FILE, work / WEIGHTS_FILE)
-        fp32 = _float_graph(work, config, partners, val_views, val_labels)
+        shutil.copy2(first / WEIGHTS_FILE, work / WEIGHTS_FILE)
+        fp32 = _float_graph(work, config, tuple(partners), val_views, val_labels)
         out = quantize_int8(fp32, arrays=calib, out=work / "model.int8.onnx")
         logits = [OnnxClassifier.load(out).logits(v) for v in val_views]
         t = fit_temperature(np.concatenate(logits), np.tile(val_labels, len(val_views)))
@@ -215,6 +246,16 @@ def write_graph(
         f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} on the validation split"
     )
     return target
+
+
+def _graph_config(first: Path, tta_flip: bool, n_members: int) -> dict:
+    """The config a graph carries: ``first``'s (the bundle's own, or another run's for the
+    accurate graph), with this graph's flip TTA and name."""
+    config = json.loads((first / CONFIG_FILE).read_text())
+    config["model"].setdefault("kwargs", {})["tta_flip"] = tta_flip
+    bundled = config.setdefault("bundled", {"from_run": first.name})
+    bundled["graph"] = graph_name(tta_flip, n_members)
+    return config
 
 
 def graph_name(tta_flip: bool, members: int = 1) -> str:
@@ -304,14 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         help="a finished run whose model joins the accurate graph (the mean of the models' "
         "calibrated logits); repeat for more",
     )
+    ap.add_argument(
+        "--accurate-from",
+        type=Path,
+        default=None,
+        help="a finished run whose model (flip TTA inside) makes the accurate graph instead of "
+        "RUN's own: a wider model than the default graph can afford",
+    )
     args = ap.parse_args(argv)
     partners = tuple(args.partner)
-    for p in partners:
+    for p in (*partners, *([args.accurate_from] if args.accurate_from else [])):
         _finished(p)
     if args.add_accurate:
-        add_accurate_graph(args.run, partners)
+        add_accurate_graph(args.run, partners, args.accurate_from)
     else:
-        bundle(args.run, args.dest, partners)
+        bundle(args.run, args.dest, partners, args.accurate_from)
     return 0
 
 
