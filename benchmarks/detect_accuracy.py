@@ -1,8 +1,8 @@
 """Detection and gender accuracy on photos with 1-3 real faces, and time per 640 x 480 photo.
 
-Builds 640 x 480 photos by pasting held-out face crops from ../shared/data (UTKFace and the
-kaggle gender set) onto generated backgrounds at random scales (60-220 px), tilts (+-10 degrees)
-and places, saves each as JPEG, and runs the real predictor on the JPEG bytes (decode, detect,
+Builds 640 x 480 photos by pasting held-out face crops from ../shared/data (every source of the
+model's training run; ``--data``, UTKFace and kaggle-gender by default, where it records none)
+onto generated backgrounds at random scales (60-220 px), tilts (+-10 degrees) and places, saves each as JPEG, and runs the real predictor on the JPEG bytes (decode, detect,
 align, classify) on one thread. Reports
 
   (a) % of photos with every face found, % with no false face, % of faces found;
