@@ -2,7 +2,8 @@
 
 Builds 640 x 480 photos by pasting held-out face crops from ../shared/data (every source of the
 model's training run; ``--data``, UTKFace and kaggle-gender by default, where it records none)
-onto generated backgrounds at random scales (60-220 px), tilts (+-10 degrees) and places, saves each as JPEG, and runs the real predictor on the JPEG bytes (decode, detect,
+onto generated backgrounds at random scales (60-220 px), tilts (+-10 degrees) and places, saves
+each as JPEG, and runs the real predictor on the JPEG bytes (decode, detect,
 align, classify) on one thread. Reports
 
   (a) % of photos with every face found, % with no false face, % of faces found;
