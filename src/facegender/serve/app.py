@@ -168,6 +168,15 @@ def create_app(
     app.state.max_bytes = int(max_bytes)
     app.state.executor = None
 
+    _add_error_handlers(app)
+    _add_info_routes(app)
+    _add_predict_routes(app, in_executor)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure answers in the one error shape (``_error``), never a bare trace."""
+
     @app.exception_handler(UploadError)
     async def _upload_error(_request: Request, exc: UploadError):
         return _error(exc.status, exc.message)
@@ -184,6 +193,10 @@ def create_app(
     async def _internal_error(_request: Request, exc: Exception):
         log.exception("unhandled error", exc_info=exc)
         return _error(500, "internal server error")
+
+
+def _add_info_routes(app: FastAPI) -> None:
+    """The page, its static files, liveness and what model is loaded."""
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -203,6 +216,10 @@ def create_app(
         detector = getattr(p.cropper, "detector_name", None)
         backend = getattr(p.classifier, "backend", None)
         return JSONResponse(model_summary(p.classifier.config, detector, backend))
+
+
+def _add_predict_routes(app: FastAPI, in_executor) -> None:
+    """The two upload endpoints; inference runs off the event loop (``in_executor``)."""
 
     @app.post(
         "/v1/predict",
@@ -253,8 +270,6 @@ def create_app(
             ]
         )
         return {**{k: v for k, v in r.to_dict().items() if k != "faces"}, "faces": faces}
-
-    return app
 
 
 def app_from_env() -> FastAPI:
