@@ -59,11 +59,13 @@ def _train_args(dirs, out, epochs=3):
     ]
 
 
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--group-dro", "0.05"]], ids=["plain", "group-dro"])
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, monkeypatch, extra):
+    """Weights, EMA, optimizer and (--group-dro) the group weights resume exactly."""
     import facegender.train as tr
 
     runner = CliRunner()
-    full = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "full"))
+    full = runner.invoke(cli, [*_train_args(synthetic_dirs, tmp_path / "full"), *extra])
     assert full.exit_code == 0, full.output
 
     real = tr._write_history
@@ -74,16 +76,18 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, m
             raise KeyboardInterrupt
 
     monkeypatch.setattr(tr, "_write_history", boom)
-    cut = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "cut"))
+    cut = runner.invoke(cli, [*_train_args(synthetic_dirs, tmp_path / "cut"), *extra])
     assert cut.exit_code == 130
     monkeypatch.setattr(tr, "_write_history", real)
-    again = runner.invoke(cli, _train_args(synthetic_dirs, tmp_path / "cut"))
+    again = runner.invoke(cli, [*_train_args(synthetic_dirs, tmp_path / "cut"), *extra])
     assert again.exit_code == 2 and "--resume" in again.output
-    resumed = runner.invoke(cli, [*_train_args(synthetic_dirs, tmp_path / "cut"), "--resume"])
+    resumed = runner.invoke(
+        cli, [*_train_args(synthetic_dirs, tmp_path / "cut"), *extra, "--resume"]
+    )
     assert resumed.exit_code == 0, resumed.output
     a = load_file(str(tmp_path / "full" / "last" / "state.safetensors"))
     b = load_file(str(tmp_path / "cut" / "last" / "state.safetensors"))
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and ("dro.q" in a) == bool(extra)
     for k in a:
         assert np.array_equal(a[k].numpy(), b[k].numpy()), k
     hist = json.loads((tmp_path / "cut" / "history.json").read_text())

@@ -198,6 +198,13 @@ class TrainConfig:
     class_weights: bool = knob(
         False, help="Weigh each female image's loss by n_male / n_female (labels weigh the same)."
     )
+    group_dro: float = knob(
+        0.0,
+        help="Group DRO step size (facegender.group_dro): each source x race x gender group's "
+        "loss weight grows with its training loss, so the hardest groups pull hardest. "
+        "0 disables; the weights compound over steps, so keep it small (e.g. 0.002).",
+        ge=0.0,
+    )
     patience: int = knob(
         0, help="Early stopping after N epochs without validation-loss gain; 0 disables.", ge=0
     )

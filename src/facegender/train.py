@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from facegender.data import DataSet, read_data
 from facegender.data.cache import decode_dataset, decode_key, default_cache_dir
 from facegender.data.manifest import write_manifest
 from facegender.distill import cached_probabilities, is_file_teacher, soft_targets
+from facegender.group_dro import GroupDRO, group_ids, prior_shares
 from facegender.labels import AGE_CLASSES, age_class, age_group, is_child
 from facegender.metrics import binary_metrics, expected_calibration_error, fit_temperature
 from facegender.mix import mix_batch
@@ -193,11 +194,15 @@ def _optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
 # ---- resume state: safetensors for tensors, JSON for the rest (no pickle) ----
 
 
-def _save_state(d: Path, model, ema, opt, epoch: int, history: list, best: dict) -> None:
+def _save_state(
+    d: Path, model, ema, opt, epoch: int, history: list, best: dict, dro: GroupDRO | None = None
+) -> None:
     from safetensors.torch import save_file
 
     d.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.contiguous().cpu() for k, v in model.state_dict().items()}
+    if dro is not None:
+        tensors.update(dro.state())
     if ema is not None:
         tensors.update({f"ema.{k}": v.contiguous().cpu() for k, v in ema.state_dict().items()})
     sd = opt.state_dict()
@@ -213,10 +218,12 @@ def _save_state(d: Path, model, ema, opt, epoch: int, history: list, best: dict)
     )
 
 
-def _load_state(d: Path, model, ema, opt) -> tuple[int, list, dict]:
+def _load_state(d: Path, model, ema, opt, dro: GroupDRO | None = None) -> tuple[int, list, dict]:
     from safetensors.torch import load_file
 
     tensors = load_file(str(d / "state.safetensors"))
+    if dro is not None:
+        dro.load(tensors)
     meta = json.loads((d / "state.json").read_text())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
@@ -420,6 +427,8 @@ class Data:
     ages: np.ndarray | None = None  # int64 age class of every image, -1 unknown (--age-weight)
     teacher: np.ndarray | None = None  # views x N teachers' P(female) (--teacher), or None
     distill: float = 0.0  # the teachers' weight in each target
+    groups: np.ndarray | None = None  # int64 group of every training image (--group-dro)
+    group_names: list[str] = field(default_factory=list)  # what the group indices name
 
     def targets(self, idx: np.ndarray, pick: np.ndarray) -> np.ndarray:
         """The training targets of images ``idx`` drawn in views ``pick``."""
@@ -447,6 +456,7 @@ class Run:
     warmup: int  # warm-up steps
     pos_weight: torch.Tensor | None  # --class-weights
     weights: np.ndarray | None  # per-sample draw probabilities (--balance), None: a shuffle
+    dro: GroupDRO | None = None  # the online group weights (--group-dro)
 
     @property
     def total_steps(self) -> int:
@@ -500,7 +510,27 @@ def setup(cfg: TrainConfig, split, log, d: fgdist.Dist) -> Run:
         warmup=int(cfg.warmup_epochs * steps_per_epoch),
         pos_weight=pos_weight,
         weights=weights,
+        dro=_group_dro(cfg, data, weights, d),
     )
+
+
+def _group_dro(cfg: TrainConfig, data: Data, weights, d: fgdist.Dist) -> GroupDRO | None:
+    """``--group-dro``: the group weights, starting at each group's share of the training draw."""
+    if data.groups is None:
+        return None
+    prior = prior_shares(data.groups[data.train_idx], len(data.group_names), weights)
+    return GroupDRO(data.group_names, prior, cfg.group_dro, d.world)
+
+
+def _train_groups(cfg: TrainConfig, samples, tr_idx) -> tuple[np.ndarray | None, list[str]]:
+    """Each image's group index (training images only; -1 elsewhere) and the group names, with
+    ``--group-dro``; a group no training image is in does not exist."""
+    if not cfg.group_dro:
+        return None, []
+    ids, names = group_ids([samples[i] for i in tr_idx])
+    groups = np.full(len(samples), -1, dtype=np.int64)
+    groups[np.asarray(tr_idx)] = ids
+    return groups, names
 
 
 def _data_parallel(model: torch.nn.Module, d: fgdist.Dist, device) -> torch.nn.Module:
@@ -529,6 +559,7 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
     smoothing = np.minimum(cfg.label_smoothing + cfg.child_smoothing * child, 0.99)
     log(f"data: {len(tr_idx)} train, {len(va_idx)} validation, {len(ds.skipped)} skipped")
     teacher = _teacher(cfg, views, ds.samples, va_idx, log, save=d.is_main)
+    groups, group_names = _train_groups(cfg, ds.samples, tr_idx)
     data = Data(
         views=views,
         labels=labels,
@@ -541,6 +572,8 @@ def _load_data(cfg: TrainConfig, split, log, d: fgdist.Dist) -> tuple[Data, np.n
         summary={**ds.summary(), "train": len(tr_idx), "val": len(va_idx)},
         teacher=teacher,
         distill=cfg.distill,
+        groups=groups,
+        group_names=group_names,
     )
     return data, sample_weights(ds, tr_idx, cfg.balance)
 
@@ -644,7 +677,7 @@ def fit(run: Run, resume: bool, log) -> list[dict]:
     cfg, out = run.cfg, run.out
     start_epoch, history, best = 0, [], {"val_loss": float("inf"), "epoch": -1}
     if resume and (out / "last" / "state.json").exists():
-        start_epoch, history, best = _load_state(out / "last", run.model, run.ema, run.opt)
+        start_epoch, history, best = _load_state(out / "last", run.model, run.ema, run.opt, run.dro)
         log(f"resumed from {out / 'last'} after epoch {start_epoch}")
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -715,10 +748,14 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             x, run.data.targets(idx, pick), cfg.mix, cfg.mix_alpha, cfg.mix_prob, rng
         )
         labels, ages = run.data.labels[idx], batch_ages(run.data, idx, mixed is not x)
+        groups = None if run.data.groups is None else run.data.groups[idx]
         x = mixed
         if d.enabled:  # augmented and mixed as one batch, so each image gets its 1-process draws
-            x, labels, targets, ages = (fgdist.rank_slice(a, d) for a in (x, labels, targets, ages))
-        loss, hits = train_step(run, x, labels, targets, ages)
+            x, labels, targets, ages, groups = (
+                None if a is None else fgdist.rank_slice(a, d)
+                for a in (x, labels, targets, ages, groups)
+            )
+        loss, hits = train_step(run, x, labels, targets, ages, groups)
         loss_sum += loss * len(labels)
         correct += hits
         seen += len(labels)
@@ -734,6 +771,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
                 fgdist.broadcast_buffers(m, d)
     lr = run.opt.param_groups[0]["lr"]
     row = {"lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+    if run.dro is not None:
+        row["dro_heaviest"] = run.dro.heaviest()
     return row | ({"train_size": side} if cfg.progressive_size else {})
 
 
@@ -751,11 +790,13 @@ def train_step(
     labels: np.ndarray,
     targets: np.ndarray,
     ages: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """One optimizer step (and EMA update) on a batch; returns its mean loss and correct count.
 
     ``targets``: each image's soft target (:meth:`Data.targets`); ``labels`` score accuracy;
-    ``ages``: age classes for the age head's loss (-1: not counted; None: no age loss).
+    ``ages``: age classes for the age head's loss (-1: not counted; None: no age loss);
+    ``groups``: each image's group, for ``run.dro`` (--group-dro).
     """
     cfg, device = run.cfg, run.device
     x = x.to(device, memory_format=run.memory_format)
@@ -764,7 +805,7 @@ def train_step(
     with forward_precision(run.precision, device.type):
         logits, age_logits = run.net_train(x, aux=True)
     logits = logits.float()
-    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)
+    loss = gender_loss(run, logits, target, groups)
     if age_logits is not None and ages is not None:
         loss = loss + cfg.age_weight * age_loss(age_logits.float(), torch.from_numpy(ages))
     run.opt.zero_grad(set_to_none=True)
@@ -773,6 +814,17 @@ def train_step(
     if run.ema is not None:
         ema_update(run.ema, run.model, cfg.ema)
     return loss.item(), ((logits.detach() > 0).float() == y).sum().item()
+
+
+def gender_loss(run: Run, logits: torch.Tensor, target: torch.Tensor, groups) -> torch.Tensor:
+    """Binary cross-entropy against the soft targets: the batch mean, or with ``run.dro`` the
+    group-weighted mean (facegender.group_dro)."""
+    if run.dro is None:
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=run.pos_weight)
+    per_image = F.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=run.pos_weight, reduction="none"
+    )
+    return run.dro.loss(per_image, groups)
 
 
 def age_loss(age_logits: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
@@ -811,7 +863,7 @@ def save_epoch(run: Run, epoch: int, history: list[dict], best: dict, improved: 
         return
     if improved:
         save_checkpoint(run.out, run.net, run.checkpoint_config(status="training"))
-    _save_state(run.out / "last", run.model, run.ema, run.opt, epoch + 1, history, best)
+    _save_state(run.out / "last", run.model, run.ema, run.opt, epoch + 1, history, best, run.dro)
     _write_history(run.out, history)
 
 
