@@ -66,27 +66,30 @@ def _train_args(data, out, cache) -> list[str]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_train_like_one(synthetic_dirs, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--group-dro", "0.5"]], ids=["plain", "group-dro"])
+def test_torchrun_two_processes_train_like_one(synthetic_dirs, tmp_path, extra):
+    """Also with --group-dro: its group losses are summed over the ranks before the update, so
+    both processes hold the 1-process weights and the loss is the 1-process loss."""
     import torch
     from safetensors.numpy import load_file
 
     from facegender.models import create_model
 
     data, cache = synthetic_dirs["utk"], tmp_path / "cache"
-    one = CliRunner().invoke(cli, _train_args(data, tmp_path / "one", cache))
+    one = CliRunner().invoke(cli, [*_train_args(data, tmp_path / "one", cache), *extra])
     assert one.exit_code == 0, one.output
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "facegender", *_train_args(data, tmp_path / "two", cache)]  # fmt: skip
+           "-m", "facegender", *_train_args(data, tmp_path / "two", cache), *extra]  # fmt: skip
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stderr.count("validation accuracy") == 1  # rank 0 alone logs
 
     a = load_file(str(tmp_path / "one" / "last" / "state.safetensors"))
     b = load_file(str(tmp_path / "two" / "last" / "state.safetensors"))
-    assert a.keys() == b.keys()
-    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a if k.startswith("model."))
+    assert a.keys() == b.keys() and ("dro.q" in a) == bool(extra)
+    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a if k.startswith(("model.", "dro.")))
     assert diff < 1e-5, diff
     # a real run: training moved the weights far more than 1 and 2 processes differ
     torch.manual_seed(0)
