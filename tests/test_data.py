@@ -110,6 +110,28 @@ def test_cache_key_changes_with_image_size(tmp_path):
     assert a.shape[1] == 8 and b.shape[1] == 12
 
 
+def test_cache_survives_two_writers_at_once(tmp_path, monkeypatch):
+    """Two runs side by side build the same cache: the second writer's save lands between the
+    first one's save and rename, as it did when both used one temporary name."""
+    from facegender.data import cache
+
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(tmp_path / "30_0_0_20170101000000001.jpg")
+    ds, pre = read_data(tmp_path), PreprocessConfig(image_size=8)
+    save, pids, nested = np.save, iter([101, 202]), []
+
+    def interleaved_save(path, arr, **kw):
+        save(path, arr, **kw)
+        if not nested:  # the other process writes its whole cache now
+            nested.append(path)
+            decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+
+    monkeypatch.setattr(cache.os, "getpid", lambda: next(pids))
+    monkeypatch.setattr(cache.np, "save", interleaved_save)
+    arrays, kept = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+    assert arrays.shape == (1, 8, 8, 3) and len(kept.samples) == 1
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "c").iterdir()) == ["json", "npy"]
+
+
 def _fairface(tmp_path, rows: str):
     (tmp_path / "ff" / "train").mkdir(parents=True)
     for i in range(1, 5):

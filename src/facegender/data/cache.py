@@ -155,10 +155,21 @@ def decode_dataset(
     kept = DataSet([samples[i] for i in kept_idx], list(data.skipped) + new_skipped)
     kept.no_face = [samples[i].path for i in no_face]
     if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        tmp = npy.with_suffix(".tmp.npy")
-        np.save(tmp, arrays, allow_pickle=False)
-        os.replace(tmp, npy)
         meta = {"kept": kept_idx, "skipped": [asdict(x) for x in new_skipped], "no_face": no_face}
-        idx.write_text(json.dumps(meta))
+        _store(npy, idx, arrays, meta)
     return arrays, kept
+
+
+def _store(npy: Path, idx: Path, arrays: np.ndarray, meta: dict) -> None:
+    """Write the array, then the index that vouches for it, each through a temporary file.
+
+    The temporary names carry the process id: two runs started side by side on the same data
+    both build the cache, and with one shared name the slower one's rename found its file gone.
+    """
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.tmp"
+    tmp_npy, tmp_idx = npy.with_suffix(f".{tag}.npy"), idx.with_suffix(f".{tag}.json")
+    np.save(tmp_npy, arrays, allow_pickle=False)
+    os.replace(tmp_npy, npy)
+    tmp_idx.write_text(json.dumps(meta))
+    os.replace(tmp_idx, idx)
