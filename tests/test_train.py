@@ -94,6 +94,30 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_dirs, tmp_path, m
     assert [h["epoch"] for h in hist] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_the_checkpoint(synthetic_dirs, tmp_path, monkeypatch, keep):
+    """Validation loss made to rise each epoch, so the best is epoch 1: --keep best keeps it,
+    --keep last keeps the final EMA weights; the config names the epoch either way."""
+    import facegender.train as tr
+
+    real, calls = tr.validate, []
+
+    def rising(run):
+        row = real(run)
+        calls.append(1)
+        return {**row, "val_loss": row["val_loss"] + len(calls)}
+
+    monkeypatch.setattr(tr, "validate", rising)
+    out = tmp_path / keep
+    res = CliRunner().invoke(cli, [*_train_args(synthetic_dirs, out), "--keep", keep])
+    assert res.exit_code == 0, res.output
+    assert read_config(out)["training"]["kept_epoch"] == {"best": 1, "last": 3}[keep]
+    kept = load_file(str(out / "model.safetensors"))
+    final_ema = load_file(str(out / "last" / "state.safetensors"))
+    same = all(np.array_equal(v.numpy(), final_ema[f"ema.{k}"].numpy()) for k, v in kept.items())
+    assert same == (keep == "last")
+
+
 def test_bf16_channels_last_training_learns_and_saves_plain_float32(synthetic_dirs, tmp_path):
     """--precision bf16 autocasts only the forward pass: weights, EMA and the checkpoint stay
     float32 in the standard layout, and the model learns as well as in float32."""

@@ -20,6 +20,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("none", "source", "source_label", "age", "age_race")
 PRECISIONS = ("auto", "fp32", "bf16")
+KEEPS = ("best", "last")
 MIXES = ("none", "mixup", "cutmix")
 # The crops an image can be decoded as (data.cache), and what each face_crop setting trains on:
 # the first view of a setting is the one validated on.
@@ -207,6 +208,13 @@ class TrainConfig:
     )
     patience: int = knob(
         0, help="Early stopping after N epochs without validation-loss gain; 0 disables.", ge=0
+    )
+    keep: str = knob(
+        "best",
+        help="Checkpoint kept in model.safetensors: best (lowest validation loss) or last "
+        "(the final epoch's weights: short fine-tunes whose loss is lowest at epoch 1 stay "
+        "scoreable). Early stopping still follows the best validation loss.",
+        choices=KEEPS,
     )
     tta_flip: bool = knob(True, help="Average the logits of the image and its mirror at inference.")
     seed: int = knob(0, help="Seed of the split, initial weights, order and augmentation.")

@@ -1,7 +1,8 @@
 """Training: AdamW with warm-up + cosine, batch augmentation, EMA, early stopping, resumable.
 
 Layout of ``--out DIR``:
-  ``model.safetensors`` + ``config.json``   the best checkpoint so far (by validation loss)
+  ``model.safetensors`` + ``config.json``   the kept checkpoint: the best so far by validation
+                                             loss, or with ``--keep last`` the latest epoch
   ``last/``                                 resume state: weights, EMA, optimizer, epoch, history
   ``history.csv``, ``history.json``         per-epoch metrics
   ``curves.png``                            loss and accuracy curves
@@ -672,8 +673,8 @@ def _age_head_kwargs(cfg: TrainConfig) -> dict:
 
 
 def fit(run: Run, resume: bool, log) -> list[dict]:
-    """The epoch loop: train, validate, keep the best checkpoint and the resume state, stop
-    early; returns the history (one row per epoch)."""
+    """The epoch loop: train, validate, keep the checkpoint (``--keep``) and the resume state,
+    stop early; returns the history (one row per epoch)."""
     cfg, out = run.cfg, run.out
     start_epoch, history, best = 0, [], {"val_loss": float("inf"), "epoch": -1}
     if resume and (out / "last" / "state.json").exists():
@@ -692,7 +693,7 @@ def fit(run: Run, resume: bool, log) -> list[dict]:
             improved = row["val_loss"] < best["val_loss"]
             if improved:
                 best = {"val_loss": row["val_loss"], "epoch": len(history) - 1}
-            save_epoch(run, epoch, history, best, improved)
+            save_epoch(run, epoch, history, best, improved or cfg.keep == "last")
     except KeyboardInterrupt:
         log(f"interrupted: {out / 'last'} holds the last finished epoch; continue with --resume")
         raise
@@ -857,14 +858,24 @@ def _log_epoch(row: dict, epochs: int, log) -> None:
     )
 
 
-def save_epoch(run: Run, epoch: int, history: list[dict], best: dict, improved: bool) -> None:
-    """Rank 0: the best checkpoint (when this epoch improved), the resume state, the history."""
+def save_epoch(run: Run, epoch: int, history: list[dict], best: dict, keep: bool) -> None:
+    """Rank 0: the kept checkpoint (when ``keep``: this epoch improved, or ``--keep last``),
+    the resume state, the history."""
     if not run.d.is_main:
         return
-    if improved:
+    if keep:
         save_checkpoint(run.out, run.net, run.checkpoint_config(status="training"))
     _save_state(run.out / "last", run.model, run.ema, run.opt, epoch + 1, history, best, run.dro)
     _write_history(run.out, history)
+
+
+def kept_epoch(history: list[dict], keep: str) -> int | None:
+    """The epoch (1-based) whose weights ``model.safetensors`` holds: the last one run, or the
+    one with the lowest validation loss. Recorded so that a score says which weights it has."""
+    if not history:
+        return None
+    rows = history[-1:] if keep == "last" else history
+    return min(rows, key=lambda r: r["val_loss"])["epoch"]
 
 
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:
@@ -879,7 +890,7 @@ def _config(cfg: TrainConfig, net, pre: PreprocessConfig, data_summary: dict, **
 def finalize(
     cfg: TrainConfig, out: Path, val_views, val_y, val_samples, history, seconds, log, processes=1
 ) -> Path:
-    """Reload the best checkpoint, turn on flip TTA, fit the temperature, store final metrics.
+    """Reload the kept checkpoint, turn on flip TTA, fit the temperature, store final metrics.
 
     ``val_views``: the validation images in each crop trained on; the temperature is fitted on
     all of them (one temperature serves own crops and predict's crops), the metrics on each.
@@ -921,6 +932,7 @@ def finalize(
         }
     config["training"] = {
         "epochs_run": len(history),
+        "kept_epoch": kept_epoch(history, cfg.keep),
         "seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
         "processes": processes,
