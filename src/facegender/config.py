@@ -203,7 +203,8 @@ class TrainConfig:
         0.0,
         help="Group DRO step size (facegender.group_dro): each source x race x gender group's "
         "loss weight grows with its training loss, so the hardest groups pull hardest. "
-        "0 disables; the weights compound over steps, so keep it small (e.g. 0.002).",
+        "0 disables; the weights compound over steps, so keep it small: in the 45-epoch "
+        "recipe 0.0015 lifted the worst group 4 points and cost 1.1 overall (MODEL_CARD.md).",
         ge=0.0,
     )
     patience: int = knob(
