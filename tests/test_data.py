@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facegender.data import read_data
@@ -117,7 +120,7 @@ def test_cache_survives_two_writers_at_once(tmp_path, monkeypatch):
 
     Image.new("RGB", (20, 20), (0, 0, 255)).save(tmp_path / "30_0_0_20170101000000001.jpg")
     ds, pre = read_data(tmp_path), PreprocessConfig(image_size=8)
-    save, pids, nested = np.save, iter([101, 202]), []
+    save, pids, nested = np.save, itertools.count(101), []
 
     def interleaved_save(path, arr, **kw):
         save(path, arr, **kw)
@@ -129,7 +132,35 @@ def test_cache_survives_two_writers_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(cache.np, "save", interleaved_save)
     arrays, kept = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
     assert arrays.shape == (1, 8, 8, 3) and len(kept.samples) == 1
-    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "c").iterdir()) == ["json", "npy"]
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "c").iterdir()) == [
+        "alias",
+        "json",
+        "npy",
+    ]
+
+
+def test_cache_found_by_content_after_mtimes_change(tmp_path, monkeypatch):
+    """A re-mounted or copied data set has new mtimes and the same bytes: its arrays are found
+    again without a decode; a file whose bytes changed is decoded again."""
+    from facegender.data import cache
+
+    for i in range(3):
+        _face(tmp_path / f"{20 + i}_{i % 2}_0_2017010100000000{i}.jpg.chip.jpg", i % 2, seed=i)
+    ds, pre = read_data(tmp_path), PreprocessConfig(image_size=16)
+    arrays, _ = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+    for s in ds.samples:
+        os.utime(s.path, ns=(10**18, 10**18))
+
+    def no_decode(args):
+        raise AssertionError(f"decoded {args[0]} again")
+
+    monkeypatch.setattr(cache, "_decode_one", no_decode)
+    again, kept = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+    assert np.array_equal(arrays, again) and len(kept.samples) == 3
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 1  # an alias, not a second copy
+    _face(Path(ds.samples[0].path), 1, seed=9)
+    with pytest.raises(AssertionError, match="decoded"):
+        decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
 
 
 def _fairface(tmp_path, rows: str):

@@ -1,7 +1,10 @@
 """Decode every sample once into a ``uint8`` array on disk, so later epochs skip JPEG decoding.
 
 The cache key covers the file list (path, size, mtime), the preprocessing config and the face
-crop. Decoding also finds the bad files a name cannot reveal: truncated, not an image, duplicate
+crop. Where the mtimes changed but the bytes did not (a data set copied without ``-t``, a
+re-mounted volume, a fresh checkout), a second key over the files' contents finds the arrays
+again: the miss costs one read of every file (seconds) instead of a decode (minutes).
+Decoding also finds the bad files a name cannot reveal: truncated, not an image, duplicate
 content. Arrays are plain ``.npy`` (loaded with ``allow_pickle=False``) plus a JSON index.
 
 ``face_crop="own"`` keeps each data set's own crop (the centred square of the file).
@@ -95,6 +98,52 @@ def decode_key(samples: list[Sample], cfg: PreprocessConfig, face_crop: str) -> 
     return h.hexdigest()[:20]
 
 
+def content_key(samples: list[Sample], cfg: PreprocessConfig, face_crop: str) -> str:
+    """:func:`decode_key` with each file's bytes in place of its size and mtime."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|content".encode())
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h.update(face_crop.encode())
+    for s in samples:
+        try:
+            digest = hashlib.sha1(Path(s.path).read_bytes()).hexdigest()
+        except OSError:
+            digest = "missing"
+        h.update(f"{s.path}|{digest}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _lookup(
+    cache_dir: Path, key: str, samples: list[Sample], cfg: PreprocessConfig, face_crop: str
+) -> tuple[tuple[np.ndarray, dict] | None, str | None]:
+    """``(cached (arrays, index) or None, content key or None)``: by file stats first (an alias,
+    or a cache written before content keys), then by content, read only where a cache exists."""
+    alias = cache_dir / f"{key}.alias"
+    for k in (key, alias.read_text().strip() if alias.exists() else None):
+        if k and (hit := _read(cache_dir, k)) is not None:
+            return hit, None
+    if not any(cache_dir.glob("*.npy")):
+        return None, None  # nothing to find by content: skip reading every file
+    content = content_key(samples, cfg, face_crop)
+    hit = _read(cache_dir, content)
+    if hit is not None:
+        _alias(cache_dir, key, content)
+    return hit, content
+
+
+def _read(cache_dir: Path, key: str) -> tuple[np.ndarray, dict] | None:
+    npy, idx = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if not (npy.exists() and idx.exists()):
+        return None
+    return np.load(npy, mmap_mode="r", allow_pickle=False), json.loads(idx.read_text())
+
+
+def _alias(cache_dir: Path, key: str, content: str) -> None:
+    """Point the stats key at the content key's arrays, so the next run skips the reading."""
+    tmp = cache_dir / f"{key}.{os.getpid()}.tmp"
+    tmp.write_text(content)
+    os.replace(tmp, cache_dir / f"{key}.alias")
+
+
 def decode_dataset(
     data: DataSet,
     cfg: PreprocessConfig,
@@ -114,13 +163,14 @@ def decode_dataset(
     samples = data.samples
     key = decode_key(samples, cfg, face_crop)
     if cache_dir is not None:
-        npy, idx = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
-        if npy.exists() and idx.exists():
-            meta = json.loads(idx.read_text())
+        cache_dir = Path(cache_dir)
+        hit, content = _lookup(cache_dir, key, samples, cfg, face_crop)
+        if hit is not None:
+            arrays, meta = hit
             kept = DataSet([samples[i] for i in meta["kept"]], list(data.skipped))
             kept.skipped += [Skipped(**d) for d in meta["skipped"]]
             kept.no_face = [samples[i].path for i in meta.get("no_face", [])]
-            return np.load(npy, mmap_mode="r", allow_pickle=False), kept
+            return arrays, kept
 
     s = cfg.image_size
     arrays = np.zeros((len(samples), s, s, cfg.channels), dtype=np.uint8)
@@ -156,7 +206,9 @@ def decode_dataset(
     kept.no_face = [samples[i].path for i in no_face]
     if cache_dir is not None:
         meta = {"kept": kept_idx, "skipped": [asdict(x) for x in new_skipped], "no_face": no_face}
-        _store(npy, idx, arrays, meta)
+        content = content or content_key(samples, cfg, face_crop)
+        _store(cache_dir / f"{content}.npy", cache_dir / f"{content}.json", arrays, meta)
+        _alias(cache_dir, key, content)
     return arrays, kept
 
 
