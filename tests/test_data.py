@@ -268,3 +268,23 @@ def test_aligned_crops_go_through_predicts_detector(tmp_path):
     assert np.array_equal(aligned[1], own[1])  # no face found: the image's own crop
     again, kept2 = decode_dataset(ds, cfg, tmp_path / "c", progress=False, face_crop="aligned")
     assert np.array_equal(again, aligned) and kept2.no_face == kept.no_face  # from the cache
+
+
+def test_cache_from_before_content_keys_is_adopted(tmp_path, monkeypatch):
+    """A cache named by its stats key alone is used, and renamed to its content key."""
+    from facegender.data import cache
+
+    _face(tmp_path / "20_0_0_20170101000000001.jpg.chip.jpg", 0)
+    ds, pre = read_data(tmp_path), PreprocessConfig(image_size=16)
+    arrays, _ = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+    stats = cache.decode_key(ds.samples, pre, "own")
+    content = (tmp_path / "c" / f"{stats}.alias").read_text()
+    for ext in ("npy", "json"):  # the layout before content keys
+        os.replace(tmp_path / "c" / f"{content}.{ext}", tmp_path / "c" / f"{stats}.{ext}")
+    (tmp_path / "c" / f"{stats}.alias").unlink()
+    monkeypatch.setattr(cache, "_decode_one", lambda args: 1 / 0)
+    again, _ = decode_dataset(ds, pre, tmp_path / "c", workers=1, progress=False)
+    assert np.array_equal(arrays, again)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(
+        [f"{content}.npy", f"{content}.json", f"{stats}.alias"]
+    )

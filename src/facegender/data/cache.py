@@ -120,6 +120,11 @@ def _lookup(
     alias = cache_dir / f"{key}.alias"
     for k in (key, alias.read_text().strip() if alias.exists() else None):
         if k and (hit := _read(cache_dir, k)) is not None:
+            if k == key:  # written before content keys: rename it to one, for the next mount
+                content = content_key(samples, cfg, face_crop)
+                for ext in ("npy", "json"):
+                    os.replace(cache_dir / f"{key}.{ext}", cache_dir / f"{content}.{ext}")
+                _alias(cache_dir, key, content)
             return hit, None
     if not any(cache_dir.glob("*.npy")):
         return None, None  # nothing to find by content: skip reading every file
