@@ -167,54 +167,59 @@ def decode_dataset(
         raise ValueError(f"unknown face_crop {face_crop!r}; use one of {', '.join(CROPS)}")
     samples = data.samples
     key = decode_key(samples, cfg, face_crop)
+    hit, content = None, None
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
         hit, content = _lookup(cache_dir, key, samples, cfg, face_crop)
-        if hit is not None:
-            arrays, meta = hit
-            kept = DataSet([samples[i] for i in meta["kept"]], list(data.skipped))
-            kept.skipped += [Skipped(**d) for d in meta["skipped"]]
-            kept.no_face = [samples[i].path for i in meta.get("no_face", [])]
-            return arrays, kept
+    if hit is not None:
+        arrays, meta = hit
+    else:
+        arrays, meta = _decode_all(samples, cfg, workers, progress, face_crop)
+        if cache_dir is not None:
+            content = content or content_key(samples, cfg, face_crop)
+            _store(cache_dir / f"{content}.npy", cache_dir / f"{content}.json", arrays, meta)
+            _alias(cache_dir, key, content)
+    kept = DataSet([samples[i] for i in meta["kept"]], list(data.skipped))
+    kept.skipped += [Skipped(**d) for d in meta["skipped"]]
+    kept.no_face = [samples[i].path for i in meta.get("no_face", [])]  # caches before it
+    return arrays, kept
 
+
+def _decode_all(
+    samples: list[Sample], cfg: PreprocessConfig, workers: int | None, progress: bool, crop: str
+) -> tuple[np.ndarray, dict]:
+    """Decode every file (in worker processes): ``(arrays, index)``, the index as cached."""
     s = cfg.image_size
     arrays = np.zeros((len(samples), s, s, cfg.channels), dtype=np.uint8)
-    kept_idx: list[int] = []
+    kept: list[int] = []
     no_face: list[int] = []
-    new_skipped: list[Skipped] = []
+    skipped: list[Skipped] = []
     seen: dict[str, str] = {}
     workers = workers or min(os.cpu_count() or 1, 8)
-    jobs = [(smp.path, cfg.to_dict(), face_crop) for smp in samples]
+    jobs = [(smp.path, cfg.to_dict(), crop) for smp in samples]
     # fork, as for own crops: the parent never runs the detector, so its OpenMP starts fresh
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) >= 64 else None
     results = pool.map(_decode_one, jobs, chunksize=64) if pool else map(_decode_one, jobs)
     try:
-        desc = "decode" if face_crop == "own" else "detect + align"
+        desc = "decode" if crop == "own" else "detect + align"
         bar = tqdm(results, total=len(jobs), desc=desc, unit="img", disable=not progress)
         for i, (arr, digest, err, found) in enumerate(bar):
             if err is not None:
-                new_skipped.append(Skipped(samples[i].path, err))
+                skipped.append(Skipped(samples[i].path, err))
                 continue
             if digest in seen:
-                new_skipped.append(Skipped(samples[i].path, f"duplicate content of {seen[digest]}"))
+                skipped.append(Skipped(samples[i].path, f"duplicate content of {seen[digest]}"))
                 continue
             seen[digest] = samples[i].path
-            arrays[len(kept_idx)] = arr
+            arrays[len(kept)] = arr
             if not found:
                 no_face.append(i)
-            kept_idx.append(i)
+            kept.append(i)
     finally:
         if pool:
             pool.shutdown()
-    arrays = arrays[: len(kept_idx)]
-    kept = DataSet([samples[i] for i in kept_idx], list(data.skipped) + new_skipped)
-    kept.no_face = [samples[i].path for i in no_face]
-    if cache_dir is not None:
-        meta = {"kept": kept_idx, "skipped": [asdict(x) for x in new_skipped], "no_face": no_face}
-        content = content or content_key(samples, cfg, face_crop)
-        _store(cache_dir / f"{content}.npy", cache_dir / f"{content}.json", arrays, meta)
-        _alias(cache_dir, key, content)
-    return arrays, kept
+    meta = {"kept": kept, "skipped": [asdict(x) for x in skipped], "no_face": no_face}
+    return arrays[: len(kept)], meta
 
 
 def _store(npy: Path, idx: Path, arrays: np.ndarray, meta: dict) -> None:
